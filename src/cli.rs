@@ -1,0 +1,1 @@
+//! The `passerelle` command line (being written).

@@ -1,0 +1,58 @@
+//! Placeholder: being written.
+
+use std::io::Read;
+
+use crate::error::Error;
+use crate::model::{Message, Translated};
+
+use super::{Context, Format, Records};
+
+/// Placeholder.
+#[derive(Debug)]
+pub struct CsvFormat;
+
+impl Format for CsvFormat {
+    fn name(&self) -> &'static str {
+        "csv"
+    }
+    fn description(&self) -> &'static str {
+        ""
+    }
+    fn limits(&self) -> &'static str {
+        ""
+    }
+    fn can_decode(&self) -> bool {
+        false
+    }
+    fn can_encode(&self) -> bool {
+        false
+    }
+    fn decode<'a>(
+        &'a self,
+        _input: Box<dyn Read + 'a>,
+        _context: &'a Context,
+    ) -> Result<Records<'a>, Error> {
+        Err(Error::UnsupportedFormat(self.name().to_owned()))
+    }
+    fn encode(&self, _message: &Message, _context: &Context) -> Result<Translated<Vec<u8>>, Error> {
+        Err(Error::UnsupportedFormat(self.name().to_owned()))
+    }
+}
+
+/// Placeholder.
+#[derive(Debug)]
+pub struct Mapping;
+
+impl Mapping {
+    /// Placeholder.
+    pub fn load(_path: &std::path::Path) -> Result<Self, Error> {
+        Ok(Self)
+    }
+}
+
+impl CsvFormat {
+    /// Placeholder.
+    pub fn new(_mapping: Mapping) -> Self {
+        Self
+    }
+}
