@@ -16,6 +16,7 @@
 //! is handed, so it is tested without sockets.
 
 pub mod cli;
+pub mod decision;
 pub mod error;
 pub mod formats;
 pub mod model;

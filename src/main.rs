@@ -1,5 +1,12 @@
 //! The `passerelle` binary: parse the command line, run, exit with its code.
 
-fn main() {
-    std::process::exit(0);
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = passerelle::cli::Cli::parse();
+    passerelle::cli::run(
+        cli,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )
 }

@@ -24,6 +24,7 @@ pub mod canonical;
 pub mod csv_mapping;
 pub mod dora;
 pub mod france_travail;
+mod json_fields;
 pub mod protobuf;
 
 /// What an adapter may need besides the input: facts a format does not carry.
@@ -105,6 +106,12 @@ pub const NAMES: &[&str] = &[
     "dora",
     "france-travail",
 ];
+
+/// What the `csv` format is (listed even when no mapping file is given).
+pub const CSV_DESCRIPTION: &str = "Spreadsheet export (semicolon CSV, French headers), read through a per-source mapping file (--mapping)";
+
+/// The documented limits of the `csv` format.
+pub const CSV_LIMITS: &str = "Read only. Rows stream in bounded memory; each row is its own record and a bad row is refused alone, with its line, column and rule. Columns neither mapped nor ignored by the mapping are an error; a non-empty cell of an ignored column is reported as a loss. Rows of at most 64 KiB; names at most 140 characters, reasons 600, other cells 1,000. Rows whose cells are all empty are skipped. Referral ids are derived from the mapping name and the row id (re-importing a file is idempotent). Encodings: UTF-8 with or without BOM, Windows-1252.";
 
 /// Builds the format of that name.
 pub fn by_name(name: &str, options: &FormatOptions) -> Result<Box<dyn Format>, Error> {

@@ -4,6 +4,7 @@
 //! Version 2 is the form the gateway works on; version 1 is accepted and served
 //! through [`convert`], whose loss reports say what a direction cannot carry.
 
+pub mod categories;
 pub mod common;
 pub mod convert;
 pub mod ids;

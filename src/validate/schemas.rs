@@ -198,6 +198,12 @@ fn violations_of(error: &jsonschema::ValidationError<'_>) -> Vec<Violation> {
         Kind::Pattern { pattern } => single("pattern", format!("text matching {pattern}")),
         Kind::Format { format } => single("format", format!("a valid {format}")),
         Kind::UniqueItems => single("uniqueItems", "no repeated items".to_owned()),
+        // A `false` subschema forbids a member that another field rules out
+        // (a rejection reason on a status other than rejected, for example).
+        Kind::FalseSchema => single(
+            "forbidden",
+            "no value allowed here (it depends on another field), found one".to_owned(),
+        ),
         _ => single("schema", error.masked().to_string()),
     }
 }

@@ -24,7 +24,10 @@ pub fn golden_dir() -> PathBuf {
 /// A context with a fixed clock and the fixture organisations, so outputs are reproducible.
 pub fn fixed_context() -> Context {
     Context {
-        now: Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).single().expect("valid time"),
+        now: Utc
+            .with_ymd_and_hms(2026, 12, 1, 9, 0, 0)
+            .single()
+            .expect("valid time"),
         sender: Some(Organisation {
             siret: Siret::parse(ASSOCIATION_SIRET).expect("valid SIRET"),
             kind: OrganisationKind::Association,
@@ -50,8 +53,12 @@ pub fn assert_golden_json(path: &str, actual: &serde_json::Value) {
         std::fs::write(&file, pretty).expect("write golden file");
         return;
     }
-    let expected = std::fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", file.display()));
+    let expected = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+            file.display()
+        )
+    });
     let expected: serde_json::Value = serde_json::from_str(&expected).expect("golden file is JSON");
     assert_eq!(
         &expected,

@@ -1,1 +1,0 @@
-//! The `passerelle` command line (being written).
