@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
+        "proto/passerelle/options/v1/options.proto",
         "proto/passerelle/referral/v1/referral.proto",
         "proto/passerelle/referral/v2/referral.proto",
         "proto/passerelle/status/v1/status.proto",
@@ -13,12 +14,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
-    let descriptors = protox::compile(protos, ["proto"])?;
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files(protos)?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    // Encoded by protox itself: prost-types' option messages drop extensions,
+    // and the data categories are extension options (passerelle.options.v1).
     std::fs::write(
         out_dir.join("passerelle_descriptor.bin"),
-        prost::Message::encode_to_vec(&descriptors),
+        compiler.encode_file_descriptor_set(),
     )?;
-    prost_build::Config::new().compile_fds(descriptors)?;
+    prost_build::Config::new().compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

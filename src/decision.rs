@@ -8,9 +8,14 @@
 
 use std::collections::BTreeSet;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::consent::{ConsentRecord, Purpose};
 use crate::model::categories::DataCategory;
+use crate::model::common::Organisation;
+use crate::model::v2;
+use crate::policy::{KeyRing, Policy};
 
 /// The GDPR basis under which data leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -97,6 +102,12 @@ pub enum RefusalReason {
     /// The policy is not the one for this recipient and purpose.
     #[serde(rename = "policy-not-applicable")]
     PolicyNotApplicable,
+    /// The referral names another sender than the organisation sending it.
+    #[serde(rename = "sender-mismatch")]
+    SenderMismatch,
+    /// The referral is addressed to another organisation than the recipient decided for.
+    #[serde(rename = "recipient-mismatch")]
+    RecipientMismatch,
 }
 
 impl RefusalReason {
@@ -116,6 +127,8 @@ impl RefusalReason {
             Self::SpecialCategoryWithoutBasis => "special-category-without-basis",
             Self::RequiredFieldRemoved => "required-field-removed",
             Self::PolicyNotApplicable => "policy-not-applicable",
+            Self::SenderMismatch => "sender-mismatch",
+            Self::RecipientMismatch => "recipient-mismatch",
         }
     }
 }
@@ -153,4 +166,109 @@ pub struct MinimisationReport {
     pub policy_id: String,
     /// Its version.
     pub policy_version: String,
+}
+
+/// A referral that may leave, in the form it leaves in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Forward {
+    /// The minimised referral.
+    pub referral: v2::Referral,
+    /// What minimisation removed, pseudonymised and derived.
+    pub report: MinimisationReport,
+    /// The consent record and bases the data leaves under.
+    pub grant: Grant,
+}
+
+/// The outcome of [`decide`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// The referral may leave, minimised.
+    Forward(Box<Forward>),
+    /// The referral may not leave.
+    Refuse(Refusal),
+}
+
+/// Decides whether a referral may leave `sender` for `recipient` for `purpose`,
+/// and in what form: the intersection of what `policy` allows and what the
+/// consent record covers. Pure and deterministic: the same inputs give the
+/// same decision.
+///
+/// Checks, in order: the referral names `sender` and `recipient`; the policy is
+/// the one for this recipient and purpose; the consent record is in force and
+/// covers the recipient, the purpose and every category the policy requires;
+/// minimisation keeps every field the policy requires.
+#[allow(clippy::too_many_arguments)]
+pub fn decide(
+    referral: &v2::Referral,
+    sender: &Organisation,
+    recipient: &Organisation,
+    purpose: &Purpose,
+    consent: Option<&ConsentRecord>,
+    policy: &Policy,
+    keys: &KeyRing,
+    now: DateTime<Utc>,
+) -> Decision {
+    match try_decide(
+        referral, sender, recipient, purpose, consent, policy, keys, now,
+    ) {
+        Ok(forward) => Decision::Forward(Box::new(forward)),
+        Err(refusal) => Decision::Refuse(refusal),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn try_decide(
+    referral: &v2::Referral,
+    sender: &Organisation,
+    recipient: &Organisation,
+    purpose: &Purpose,
+    consent: Option<&ConsentRecord>,
+    policy: &Policy,
+    keys: &KeyRing,
+    now: DateTime<Utc>,
+) -> Result<Forward, Refusal> {
+    if referral.sender.organisation.siret != sender.siret {
+        return Err(Refusal::new(
+            RefusalReason::SenderMismatch,
+            format!(
+                "the referral names sender {} but is sent by {}",
+                referral.sender.organisation.siret, sender.siret
+            ),
+        ));
+    }
+    if referral.recipient.organisation.siret != recipient.siret {
+        return Err(Refusal::new(
+            RefusalReason::RecipientMismatch,
+            format!(
+                "the referral is addressed to {}, not to {}",
+                referral.recipient.organisation.siret, recipient.siret
+            ),
+        ));
+    }
+    if !policy.applies_to(recipient, purpose.as_str()) {
+        return Err(Refusal::new(
+            RefusalReason::PolicyNotApplicable,
+            format!(
+                "policy {} (version {}) is not the policy for recipient {} and purpose {}",
+                policy.id(),
+                policy.version(),
+                recipient.siret,
+                purpose.as_str()
+            ),
+        ));
+    }
+    let grant = crate::consent::evaluate(
+        consent,
+        recipient,
+        purpose,
+        &policy.required_categories(),
+        now,
+    )?;
+    let (referral, report) = policy.minimise_referral(referral, &grant, keys)?;
+    Ok(Forward {
+        referral,
+        report,
+        grant,
+    })
 }

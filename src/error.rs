@@ -113,6 +113,12 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The item named does not exist (a consent record id unknown to the store, ...).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The item exists already with other content (same id, different record).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// A bug or an impossible state; opaque to clients.
     #[error("internal error: {0}")]
     Internal(String),

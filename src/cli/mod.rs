@@ -4,6 +4,9 @@
 //! Exit codes: 0 success; 1 the input is invalid or could not be translated;
 //! 2 the command itself is wrong (usage, unreadable file, bad mapping).
 
+pub mod consent;
+pub mod policy;
+
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,6 +26,9 @@ use crate::validate::{self, Limits, SchemaName};
 #[derive(Debug, Parser)]
 #[command(name = "passerelle", version, about)]
 pub struct Cli {
+    /// The embedded store (an SQLite file) for commands that keep state.
+    #[arg(long, global = true, default_value = "passerelle.db")]
+    pub store: PathBuf,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -78,11 +84,47 @@ pub enum Command {
         #[arg(long, default_value = "config/mappings")]
         mappings: PathBuf,
     },
+    /// Record consent records and their events in the store, and show them with their derived state.
+    Consent {
+        /// What to do with consent records.
+        #[command(subcommand)]
+        action: consent::ConsentAction,
+    },
+    /// Check minimisation policy files (default: every file in config/policies) and their keys.
+    Policy {
+        /// What to do with policies.
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+    /// Dry run of the forwarding decision: consent, then the policy; prints the minimised referral and the report.
+    Minimise {
+        /// The minimisation policy file.
+        #[arg(long)]
+        policy: PathBuf,
+        /// The consent record file (consent/v1 JSON); without it the decision is a refusal.
+        #[arg(long)]
+        consent: Option<PathBuf>,
+        /// The time of the decision (RFC 3339; default: now).
+        #[arg(long)]
+        now: Option<DateTime<Utc>>,
+        /// The referral (canonical JSON, v1 or v2).
+        referral: PathBuf,
+    },
     /// List or show the JSON Schemas.
     Schema {
         /// What to do with the schemas.
         #[command(subcommand)]
         action: SchemaAction,
+    },
+}
+
+/// `passerelle policy` actions.
+#[derive(Debug, Subcommand)]
+pub enum PolicyAction {
+    /// Load each policy and resolve its keys; one line per file.
+    Check {
+        /// The policy files (default: every `.toml` in config/policies).
+        files: Vec<PathBuf>,
     },
 }
 
@@ -95,6 +137,13 @@ pub enum SchemaAction {
     Show {
         /// The schema name, for example `referral/v2`.
         name: String,
+        /// Print the field paths of the schema's message with their data
+        /// category and special-category (GDPR Art. 9) flag instead of the schema.
+        #[arg(long)]
+        categories: bool,
+        /// How to print the categories.
+        #[arg(long, value_enum, requires = "categories")]
+        output: Option<Output>,
     },
 }
 
@@ -261,6 +310,16 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
         Command::Formats => list_formats(out),
         Command::Demo { samples, mappings } => demo(&samples, &mappings, out),
         Command::Schema { action } => schema_command(action, out),
+        Command::Consent { action } => consent::run(action, &cli.store, out),
+        Command::Policy {
+            action: PolicyAction::Check { files },
+        } => policy::check(&files, out),
+        Command::Minimise {
+            policy: policy_file,
+            consent,
+            now,
+            referral,
+        } => policy::minimise(&policy_file, consent.as_deref(), &referral, now, out),
     };
     match result {
         Ok(code) => code,
@@ -547,11 +606,97 @@ fn schema_command(action: SchemaAction, out: &mut dyn Write) -> Result<ExitCode,
                 .map_err(write_failed)?;
             }
         }
-        SchemaAction::Show { name } => {
+        SchemaAction::Show {
+            name,
+            categories: true,
+            output,
+        } => {
+            return show_categories(
+                SchemaName::parse(&name)?,
+                output.unwrap_or(Output::Text),
+                out,
+            );
+        }
+        SchemaAction::Show { name, .. } => {
             let schema = validate::schemas::schema(SchemaName::parse(&name)?);
             serde_json::to_writer_pretty(&mut *out, &schema.document)
                 .map_err(|e| Error::Internal(format!("encoding the schema: {e}")))?;
             writeln!(out).map_err(write_failed)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `schema show NAME --categories`: every field path of the schema's message
+/// with its data category, as declared in the protos.
+fn show_categories(
+    schema: SchemaName,
+    output: Output,
+    out: &mut dyn Write,
+) -> Result<ExitCode, Error> {
+    let fields = crate::model::categories::fields(schema);
+    match output {
+        Output::Json => {
+            let rows: Vec<serde_json::Value> = fields
+                .iter()
+                .map(|field| {
+                    serde_json::json!({
+                        "path": field.path,
+                        "category": field.category,
+                        "special": field.category.is_special(),
+                    })
+                })
+                .collect();
+            let document = serde_json::json!({
+                "schema": schema.as_str(),
+                "message": schema.proto_message(),
+                "fields": rows,
+            });
+            serde_json::to_writer_pretty(&mut *out, &document)
+                .map_err(|e| Error::Internal(format!("encoding the categories: {e}")))?;
+            writeln!(out).map_err(write_failed)?;
+        }
+        Output::Text if fields.is_empty() => {
+            writeln!(
+                out,
+                "{} ({}) has no field categories: consent records never leave the controller's store",
+                schema.as_str(),
+                schema.proto_message()
+            )
+            .map_err(write_failed)?;
+        }
+        Output::Text => {
+            let path_width = fields
+                .iter()
+                .map(|field| field.path.len())
+                .chain(["PATH".len()])
+                .max()
+                .unwrap_or_default();
+            let category_width = fields
+                .iter()
+                .map(|field| field.category.as_str().len())
+                .chain(["CATEGORY".len()])
+                .max()
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{:<path_width$}  {:<category_width$}  ART.9",
+                "PATH", "CATEGORY"
+            )
+            .map_err(write_failed)?;
+            for field in fields {
+                let special = if field.category.is_special() {
+                    "yes"
+                } else {
+                    ""
+                };
+                let line = format!(
+                    "{:<path_width$}  {:<category_width$}  {special}",
+                    field.path,
+                    field.category.as_str()
+                );
+                writeln!(out, "{}", line.trim_end()).map_err(write_failed)?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -656,7 +801,13 @@ fn demo(samples: &Path, mappings: &Path, out: &mut dyn Write) -> Result<ExitCode
     for (number, (title, arguments)) in demo_steps(samples, mappings).into_iter().enumerate() {
         let shown: Vec<String> = arguments
             .iter()
-            .map(|a| if a.contains(' ') { format!("'{a}'") } else { a.clone() })
+            .map(|a| {
+                if a.contains(' ') {
+                    format!("'{a}'")
+                } else {
+                    a.clone()
+                }
+            })
             .collect();
         writeln!(
             out,

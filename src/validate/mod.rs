@@ -249,6 +249,11 @@ pub fn decode_value<T: DeserializeOwned>(value: &Value, schema: SchemaName) -> R
 /// Decodes a value already known to match its schema; value checks (SIRET
 /// keys, NIR keys, ...) are reported at their JSON pointer.
 pub fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, Error> {
+    // Fast path: no path tracking. Only a failing document pays for a second
+    // pass that records where the failure is.
+    if let Ok(typed) = T::deserialize(value) {
+        return Ok(typed);
+    }
     serde_path_to_error::deserialize(value).map_err(|error| {
         let pointer = pointer_of(error.path());
         let message = error.inner().to_string();

@@ -1,0 +1,692 @@
+//! The SQLite store: one database file in WAL mode with `synchronous=FULL`,
+//! so that a write acknowledged is a write on disk.
+//!
+//! # Write path: one writer, group commit
+//! One thread owns the only write connection. Writers send it jobs over a
+//! channel and await a oneshot reply. The thread takes every job queued at
+//! that moment (up to [`MAX_BATCH`]), runs each inside its own savepoint of
+//! one transaction, commits once and only then answers them all: N concurrent
+//! writers cost about one fsync instead of N, and a job that fails rolls back
+//! its savepoint without spoiling the others. The next issue commits every
+//! accepted referral through this same path.
+//!
+//! # Read path
+//! Reads run on separate connections (a small pool), each in its own read
+//! transaction: in WAL mode they see the last commit and never wait for the
+//! writer. They are point lookups by primary key, short enough to run inline
+//! in the calling task.
+//!
+//! # Migrations
+//! `migrations/sqlite/NNNN_name.sql`, embedded in the binary, applied in order
+//! at open; the applied versions are kept in `schema_migrations`. A file
+//! migrated by a newer Passerelle is refused rather than misread.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::consent::record::check_next_event;
+use crate::consent::{ConsentEvent, ConsentEventKind, ConsentRecord, RecordId};
+use crate::error::Error;
+use crate::model::ids::Siret;
+
+use super::{ConsentStore, Stored};
+
+/// The most jobs committed in one transaction.
+pub const MAX_BATCH: usize = 1024;
+/// Jobs that may wait for the writer before senders wait for room.
+const QUEUE: usize = 4096;
+/// Idle read connections kept open.
+const MAX_IDLE_READERS: usize = 4;
+/// How long a connection waits for a lock held by another process.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The migrations, in order: version, name, SQL.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "0001_consent",
+    include_str!("../../migrations/sqlite/0001_consent.sql"),
+)];
+
+/// A store in one SQLite file.
+pub struct SqliteStore {
+    path: PathBuf,
+    jobs: mpsc::Sender<Box<dyn WriteJob>>,
+    writer: Option<JoinHandle<()>>,
+    readers: Mutex<Vec<Connection>>,
+    commits: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("commits", &self.commits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it if needed) the store at `path`, applies the
+    /// migrations and starts the writer thread.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref().to_path_buf();
+        let mut connection = Connection::open(&path).map_err(|error| Error::Io {
+            context: format!("opening the store {}", path.display()),
+            source: std::io::Error::other(error),
+        })?;
+        configure_writer(&connection)?;
+        migrate(&mut connection)?;
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&commits);
+        let writer = std::thread::Builder::new()
+            .name("passerelle-store-writer".to_owned())
+            .spawn(move || run_writer(&connection, queue, &counter))
+            .map_err(|source| Error::Io {
+                context: "starting the store writer thread".to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            path,
+            jobs,
+            writer: Some(writer),
+            readers: Mutex::new(Vec::new()),
+            commits,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Transactions the writer has committed since the store was opened (for
+    /// tests and metrics: fewer commits than writes is group commit at work).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Stops the writer once the jobs already queued are committed, and waits
+    /// for it. Dropping the store also stops the writer, without waiting.
+    pub fn close(mut self) -> Result<(), Error> {
+        let writer = self.writer.take();
+        drop(self);
+        if let Some(writer) = writer {
+            writer
+                .join()
+                .map_err(|_| Error::Internal("the store writer thread panicked".to_owned()))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `work` on the write connection inside the next group commit and
+    /// answers once the transaction holding it is durable. An error from
+    /// `work` rolls back its own changes only.
+    pub(crate) async fn write<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            work: Some(work),
+            result: None,
+            reply,
+        };
+        self.jobs
+            .send(Box::new(job))
+            .await
+            .map_err(|_| writer_stopped())?;
+        answer.await.map_err(|_| writer_stopped())?
+    }
+
+    /// Runs `work` in a read transaction on a pooled read connection.
+    fn read<T>(&self, work: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
+        let pooled = self.readers.lock().ok().and_then(|mut pool| pool.pop());
+        let connection = match pooled {
+            Some(connection) => connection,
+            None => open_reader(&self.path)?,
+        };
+        let result = connection
+            .unchecked_transaction()
+            .map_err(storage("starting a read"))
+            .and_then(|transaction| work(&transaction));
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < MAX_IDLE_READERS {
+                pool.push(connection);
+            }
+        }
+        result
+    }
+}
+
+impl ConsentStore for SqliteStore {
+    async fn put_record(&self, record: ConsentRecord) -> Result<Stored, Error> {
+        record.check()?;
+        self.write(move |connection| put(connection, &record)).await
+    }
+
+    fn append_event(
+        &self,
+        record_id: RecordId,
+        event: ConsentEvent,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        self.write(move |connection| append(connection, record_id, &event))
+    }
+
+    async fn record(&self, record_id: RecordId) -> Result<Option<ConsentRecord>, Error> {
+        self.read(|connection| load(connection, record_id))
+    }
+}
+
+fn configure_writer(connection: &Connection) -> Result<(), Error> {
+    connection
+        .busy_timeout(BUSY_TIMEOUT)
+        .map_err(storage("setting the busy timeout"))?;
+    let mode: String = connection
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(storage("switching to WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Internal(format!(
+            "store: the database stays in {mode} journal mode; WAL is required"
+        )));
+    }
+    connection
+        .pragma_update(None, "synchronous", "FULL")
+        .map_err(storage("setting synchronous=FULL"))?;
+    connection
+        .pragma_update(None, "foreign_keys", true)
+        .map_err(storage("enabling foreign keys"))
+}
+
+fn open_reader(path: &Path) -> Result<Connection, Error> {
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|error| Error::Io {
+        context: format!("opening the store {}", path.display()),
+        source: std::io::Error::other(error),
+    })?;
+    connection
+        .busy_timeout(BUSY_TIMEOUT)
+        .map_err(storage("setting the busy timeout"))?;
+    connection
+        .pragma_update(None, "query_only", true)
+        .map_err(storage("making a read connection"))?;
+    Ok(connection)
+}
+
+/// Applies the migrations not applied yet, each in its own transaction.
+fn migrate(connection: &mut Connection) -> Result<(), Error> {
+    connection
+        .execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version INTEGER PRIMARY KEY NOT NULL,
+                name TEXT NOT NULL,
+                applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+            ) STRICT",
+        )
+        .map_err(storage("creating schema_migrations"))?;
+    let known = MIGRATIONS.last().map_or(0, |(version, _, _)| *version);
+    for (version, name, sql) in MIGRATIONS {
+        // IMMEDIATE: two processes opening a new file at once apply each migration once.
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(storage("starting a migration"))?;
+        let applied: bool = transaction
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
+                [version],
+                |row| row.get(0),
+            )
+            .map_err(storage("reading schema_migrations"))?;
+        if !applied {
+            transaction.execute_batch(sql).map_err(|error| {
+                Error::Internal(format!("store: applying migration {name}: {error}"))
+            })?;
+            transaction
+                .execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
+                    params![version, name],
+                )
+                .map_err(storage("recording a migration"))?;
+        }
+        transaction
+            .commit()
+            .map_err(storage("committing a migration"))?;
+    }
+    let newest: i64 = connection
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(storage("reading schema_migrations"))?;
+    if newest > known {
+        return Err(Error::Internal(format!(
+            "store: the database is at schema version {newest}, newer than this Passerelle knows ({known}); upgrade Passerelle"
+        )));
+    }
+    Ok(())
+}
+
+/// A unit of work for the writer thread.
+trait WriteJob: Send {
+    /// Runs inside the batch's transaction, in its own savepoint.
+    fn run(&mut self, connection: &Connection);
+    /// Answers the caller once the batch's fate is known (`None`: committed).
+    fn finish(self: Box<Self>, commit_failure: Option<&str>);
+}
+
+struct Job<T, F> {
+    work: Option<F>,
+    result: Option<Result<T, Error>>,
+    reply: oneshot::Sender<Result<T, Error>>,
+}
+
+impl<T, F> WriteJob for Job<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, Error> + Send,
+{
+    fn run(&mut self, connection: &Connection) {
+        if let Some(work) = self.work.take() {
+            self.result = Some(in_savepoint(connection, work));
+        }
+    }
+
+    fn finish(self: Box<Self>, commit_failure: Option<&str>) {
+        let answer = match (self.result, commit_failure) {
+            // The job's own refusal is true whatever became of the batch.
+            (Some(Err(error)), _) => Err(error),
+            (Some(Ok(value)), None) => Ok(value),
+            (_, Some(failure)) => Err(Error::Internal(format!(
+                "store: the transaction could not be committed: {failure}"
+            ))),
+            (None, None) => Err(Error::Internal(
+                "store: a write job was never run".to_owned(),
+            )),
+        };
+        // The caller may have stopped waiting; the write stands regardless.
+        let _ = self.reply.send(answer);
+    }
+}
+
+fn in_savepoint<T>(
+    connection: &Connection,
+    work: impl FnOnce(&Connection) -> Result<T, Error>,
+) -> Result<T, Error> {
+    connection
+        .execute_batch("SAVEPOINT job")
+        .map_err(storage("opening a savepoint"))?;
+    // A panicking job must not take the writer (and every other caller) down.
+    let result = catch_unwind(AssertUnwindSafe(|| work(connection)))
+        .unwrap_or_else(|_| Err(Error::Internal("store: a write job panicked".to_owned())));
+    let end = if result.is_ok() {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
+    connection
+        .execute_batch(end)
+        .map_err(storage("closing a savepoint"))?;
+    result
+}
+
+fn run_writer(
+    connection: &Connection,
+    mut queue: mpsc::Receiver<Box<dyn WriteJob>>,
+    commits: &AtomicU64,
+) {
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let failure = match commit_batch(connection, &mut batch) {
+            Ok(()) => {
+                commits.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(error) => Some(error.to_string()),
+        };
+        for job in batch.drain(..) {
+            job.finish(failure.as_deref());
+        }
+    }
+}
+
+fn commit_batch(
+    connection: &Connection,
+    batch: &mut [Box<dyn WriteJob>],
+) -> Result<(), rusqlite::Error> {
+    connection.execute_batch("BEGIN IMMEDIATE")?;
+    for job in batch.iter_mut() {
+        job.run(connection);
+    }
+    if let Err(error) = connection.execute_batch("COMMIT") {
+        let _ = connection.execute_batch("ROLLBACK");
+        return Err(error);
+    }
+    Ok(())
+}
+
+fn put(connection: &Connection, record: &ConsentRecord) -> Result<Stored, Error> {
+    let Some(stored) = load(connection, record.record_id)? else {
+        let id = record.record_id.to_string();
+        connection
+            .prepare_cached("INSERT INTO consent_records (record_id, header) VALUES (?1, ?2)")
+            .and_then(|mut insert| insert.execute(params![id, header_json(record)?]))
+            .map_err(storage("inserting a consent record"))?;
+        for (seq, event) in (0_i64..).zip(&record.events) {
+            insert_event(connection, &id, seq, event)?;
+        }
+        return Ok(Stored::Inserted);
+    };
+    let retry = header(&stored) == header(record) && stored.events.starts_with(&record.events);
+    if retry {
+        Ok(Stored::AlreadyStored)
+    } else {
+        Err(Error::Conflict(format!(
+            "consent record {} is already stored with other content; records are immutable, append events to change their state",
+            record.record_id
+        )))
+    }
+}
+
+fn append(connection: &Connection, record_id: RecordId, event: &ConsentEvent) -> Result<(), Error> {
+    let id = record_id.to_string();
+    let exists: bool = connection
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM consent_records WHERE record_id = ?1)")
+        .and_then(|mut query| query.query_row([&id], |row| row.get(0)))
+        .map_err(storage("looking a consent record up"))?;
+    if !exists {
+        return Err(Error::NotFound(format!("consent record {record_id}")));
+    }
+    let last: Option<(i64, String)> = connection
+        .prepare_cached(
+            "SELECT seq, at FROM consent_events WHERE record_id = ?1 ORDER BY seq DESC LIMIT 1",
+        )
+        .and_then(|mut query| {
+            query
+                .query_row([&id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(storage("reading the last consent event"))?;
+    let (next, last_at) = match last {
+        Some((seq, at)) => (seq + 1, Some(parse_time(&at, record_id)?)),
+        None => (0, None),
+    };
+    check_next_event(last_at, event)?;
+    insert_event(connection, &id, next, event)
+}
+
+fn insert_event(
+    connection: &Connection,
+    record_id: &str,
+    seq: i64,
+    event: &ConsentEvent,
+) -> Result<(), Error> {
+    connection
+        .prepare_cached(
+            "INSERT INTO consent_events (record_id, seq, kind, at, recorded_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut insert| {
+            insert.execute(params![
+                record_id,
+                seq,
+                event.kind.wire_name(),
+                event.at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                event.recorded_by.as_str(),
+            ])
+        })
+        .map_err(storage("appending a consent event"))?;
+    Ok(())
+}
+
+/// Reads a record and its events (call inside a transaction for a consistent view).
+fn load(connection: &Connection, record_id: RecordId) -> Result<Option<ConsentRecord>, Error> {
+    let id = record_id.to_string();
+    let header: Option<String> = connection
+        .prepare_cached("SELECT header FROM consent_records WHERE record_id = ?1")
+        .and_then(|mut query| query.query_row([&id], |row| row.get(0)).optional())
+        .map_err(storage("reading a consent record"))?;
+    let Some(header) = header else {
+        return Ok(None);
+    };
+    let mut record: ConsentRecord = serde_json::from_str(&header).map_err(|_| {
+        Error::Internal(format!(
+            "store: the stored consent record {record_id} no longer reads as a record"
+        ))
+    })?;
+    let mut query = connection
+        .prepare_cached(
+            "SELECT kind, at, recorded_by FROM consent_events WHERE record_id = ?1 ORDER BY seq",
+        )
+        .map_err(storage("reading consent events"))?;
+    let rows = query
+        .query_map([&id], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(storage("reading consent events"))?;
+    for row in rows {
+        let (kind, at, recorded_by) = row.map_err(storage("reading consent events"))?;
+        let unreadable = || {
+            Error::Internal(format!(
+                "store: an event of consent record {record_id} no longer reads as an event"
+            ))
+        };
+        record.events.push(ConsentEvent {
+            kind: ConsentEventKind::from_wire_name(&kind).ok_or_else(unreadable)?,
+            at: parse_time(&at, record_id)?,
+            recorded_by: Siret::parse(&recorded_by).map_err(|_| unreadable())?,
+        });
+    }
+    Ok(Some(record))
+}
+
+/// The record without its events, as stored in `consent_records.header`.
+fn header(record: &ConsentRecord) -> ConsentRecord {
+    ConsentRecord {
+        events: Vec::new(),
+        ..record.clone()
+    }
+}
+
+fn header_json(record: &ConsentRecord) -> Result<String, rusqlite::Error> {
+    serde_json::to_string(&header(record))
+        .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))
+}
+
+fn parse_time(text: &str, record_id: RecordId) -> Result<DateTime<Utc>, Error> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| {
+            Error::Internal(format!(
+                "store: an event time of consent record {record_id} is unreadable"
+            ))
+        })
+}
+
+fn storage(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
+    move |error| Error::Internal(format!("store: {context}: {error}"))
+}
+
+fn writer_stopped() -> Error {
+    Error::Internal("store: the writer thread has stopped".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Jobs queued while the writer is busy are committed together: one
+    /// transaction for all of them, not one each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_queued_behind_a_busy_writer_share_one_commit() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let store = Arc::new(SqliteStore::open(directory.path().join("store.db")).expect("open"));
+        let (started, wait_started) = std::sync::mpsc::channel();
+        let (release, wait_release) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .write(move |_| {
+                        let _ = started.send(());
+                        let _ = wait_release.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        wait_started.recv().expect("the blocker runs");
+        let before = store.commits();
+        let writes: Vec<_> = (0..100_i64)
+            .map(|number| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    store
+                        .write(move |connection| {
+                            connection
+                                .execute("CREATE TABLE IF NOT EXISTS probe (n INTEGER) STRICT", [])
+                                .and_then(|_| {
+                                    connection.execute("INSERT INTO probe VALUES (?1)", [number])
+                                })
+                                .map_err(storage("probe"))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        // Every write is queued before the writer is let go.
+        while store.jobs.capacity() > QUEUE - 100 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).expect("release the blocker");
+        blocker.await.expect("joined").expect("the blocker commits");
+        for write in writes {
+            write.await.expect("joined").expect("the write commits");
+        }
+        // The blocker's batch, then one batch for the 100 queued writes.
+        assert_eq!(store.commits() - before, 2);
+        let count: i64 = store
+            .read(|connection| {
+                connection
+                    .query_row("SELECT COUNT(*) FROM probe", [], |row| row.get(0))
+                    .map_err(storage("count"))
+            })
+            .expect("count");
+        assert_eq!(count, 100);
+    }
+
+    /// A failing job rolls back its own writes; the others in its batch commit.
+    #[tokio::test]
+    async fn a_failing_job_does_not_spoil_its_batch() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let store = SqliteStore::open(directory.path().join("store.db")).expect("open");
+        store
+            .write(|connection| {
+                connection
+                    .execute_batch("CREATE TABLE probe (n INTEGER) STRICT")
+                    .map_err(storage("probe"))
+            })
+            .await
+            .expect("table");
+        let failing = store.write(|connection| {
+            connection
+                .execute("INSERT INTO probe VALUES (1)", [])
+                .map_err(storage("probe"))?;
+            Err::<(), _>(Error::Conflict("refused on purpose".to_owned()))
+        });
+        let succeeding = store.write(|connection| {
+            connection
+                .execute("INSERT INTO probe VALUES (2)", [])
+                .map_err(storage("probe"))
+        });
+        let (failing, succeeding) = tokio::join!(failing, succeeding);
+        assert!(matches!(failing, Err(Error::Conflict(_))));
+        assert_eq!(succeeding.expect("commits"), 1);
+        let values: Vec<i64> = store
+            .read(|connection| {
+                let mut query = connection
+                    .prepare("SELECT n FROM probe ORDER BY n")
+                    .map_err(storage("probe"))?;
+                let rows = query
+                    .query_map([], |row| row.get(0))
+                    .map_err(storage("probe"))?;
+                rows.collect::<Result<_, _>>().map_err(storage("probe"))
+            })
+            .expect("read");
+        assert_eq!(values, vec![2]);
+        store.close().expect("closes");
+    }
+
+    #[test]
+    fn reopening_applies_no_migration_twice() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = directory.path().join("store.db");
+        SqliteStore::open(&path)
+            .expect("open")
+            .close()
+            .expect("close");
+        let store = SqliteStore::open(&path).expect("reopen");
+        let versions: Vec<i64> = store
+            .read(|connection| {
+                let mut query = connection
+                    .prepare("SELECT version FROM schema_migrations ORDER BY version")
+                    .map_err(storage("versions"))?;
+                let rows = query
+                    .query_map([], |row| row.get(0))
+                    .map_err(storage("versions"))?;
+                rows.collect::<Result<_, _>>().map_err(storage("versions"))
+            })
+            .expect("read");
+        assert_eq!(versions, vec![1]);
+        let mode: String = store
+            .read(|connection| {
+                connection
+                    .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+                    .map_err(storage("mode"))
+            })
+            .expect("mode");
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_database_from_a_newer_passerelle_is_refused() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = directory.path().join("store.db");
+        SqliteStore::open(&path)
+            .expect("open")
+            .close()
+            .expect("close");
+        let connection = Connection::open(&path).expect("raw open");
+        connection
+            .execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (999, '0999_future')",
+                [],
+            )
+            .expect("insert");
+        drop(connection);
+        let error = SqliteStore::open(&path).expect_err("newer schema");
+        assert!(error.to_string().contains("newer"), "{error}");
+    }
+}
