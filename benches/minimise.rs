@@ -1,6 +1,7 @@
-//! Minimisation of a ~2 KB referral by the France Travail policy, against
-//! jsonschema validation of the same referral (on an already parsed value) and
-//! a plain clone of the typed referral, measured in the same run.
+//! Minimisation of a ~2 KB referral by the France Travail policy, and the
+//! whole decision (consent evaluation, then minimisation), against jsonschema
+//! validation of the same referral (on an already parsed value) and a plain
+//! clone of the typed referral, measured in the same run.
 //!
 //! The floor is 100,000 decide + minimise per second on one core:
 //! minimisation must stay a small fraction of that 10 µs budget.
@@ -9,7 +10,8 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use passerelle::decision::{Grant, LegalBasis, SpecialCategoryBasis};
+use passerelle::consent::{ConsentRecord, Purpose, RecordId};
+use passerelle::decision::{Decision, Grant, LegalBasis, SpecialCategoryBasis, decide};
 use passerelle::model::categories::DataCategory;
 use passerelle::model::v2;
 use passerelle::policy::{KeyRing, Policy};
@@ -66,6 +68,38 @@ fn minimise(c: &mut Criterion) {
     });
     group.bench_function("france_travail/without_art_9_basis", |b| {
         b.iter(|| black_box(policy.minimise_referral(black_box(&referral), &without_art_9, &keys)))
+    });
+    let mut record = ConsentRecord::parse(
+        include_bytes!("../samples/consent-record.json"),
+        &Default::default(),
+    )
+    .expect("sample consent record");
+    record.record_id = RecordId::for_reference(
+        referral
+            .consent_reference
+            .as_deref()
+            .expect("fixture references its consent"),
+    )
+    .expect("usable reference");
+    let purpose = Purpose::parse(policy.purpose()).expect("policy purpose");
+    let now = chrono::DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z")
+        .expect("valid time")
+        .to_utc();
+    let decide_once = || {
+        decide(
+            black_box(&referral),
+            &referral.sender.organisation,
+            &referral.recipient.organisation,
+            &purpose,
+            Some(&record),
+            &policy,
+            &keys,
+            now,
+        )
+    };
+    assert!(matches!(decide_once(), Decision::Forward(_)));
+    group.bench_function("decide/consent_then_france_travail_policy", |b| {
+        b.iter(|| black_box(decide_once()))
     });
     group.finish();
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::consent::{ConsentRecord, Purpose};
+use crate::consent::{ConsentRecord, Purpose, RecordId};
 use crate::model::categories::DataCategory;
 use crate::model::common::Organisation;
 use crate::model::v2;
@@ -195,7 +195,8 @@ pub enum Decision {
 /// same decision.
 ///
 /// Checks, in order: the referral names `sender` and `recipient`; the policy is
-/// the one for this recipient and purpose; the consent record is in force and
+/// the one for this recipient and purpose; the consent record is the one the
+/// referral references (`consent_reference`); it is in force and
 /// covers the recipient, the purpose and every category the policy requires;
 /// minimisation keeps every field the policy requires.
 #[allow(clippy::too_many_arguments)]
@@ -258,6 +259,34 @@ fn try_decide(
             ),
         ));
     }
+    let consent = match (consent, referral.consent_reference.as_deref()) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(Refusal::new(
+                RefusalReason::ConsentMissing,
+                "the referral references no consent record",
+            ));
+        }
+        (Some(record), Some(reference)) => {
+            // The record must be the one the referral names, never another record of the person's.
+            let referenced = RecordId::for_reference(reference).map_err(|error| {
+                Refusal::new(
+                    RefusalReason::ConsentMissing,
+                    format!("the referral's consent reference is not usable: {error}"),
+                )
+            })?;
+            if referenced != record.record_id {
+                return Err(Refusal::new(
+                    RefusalReason::ConsentMissing,
+                    format!(
+                        "the referral references consent record {referenced}, not record {}",
+                        record.record_id
+                    ),
+                ));
+            }
+            Some(record)
+        }
+    };
     let grant = crate::consent::evaluate(
         consent,
         recipient,
