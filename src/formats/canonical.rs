@@ -37,16 +37,19 @@ pub fn decode_json(
 ) -> Result<Message, Error> {
     let document = validate::parse_json(bytes, &context.limits)?;
     let schema = SchemaName::detect(&document)?;
+    let limits = &context.limits;
     match schema {
-        SchemaName::StatusV1 => Ok(Message::Status(Box::new(validate::decode_value(
-            &document, schema,
+        SchemaName::StatusV1 => Ok(Message::Status(Box::new(validate::decode_parsed(
+            document, bytes, schema, limits,
         )?))),
         _ if schema == version.referral_schema() => {
             Ok(Message::Referral(Box::new(match version {
-                CanonicalJson::V1 => {
-                    v1_to_v2(&validate::decode_value::<v1::Referral>(&document, schema)?)
+                CanonicalJson::V1 => v1_to_v2(&validate::decode_parsed::<v1::Referral>(
+                    document, bytes, schema, limits,
+                )?),
+                CanonicalJson::V2 => {
+                    validate::decode_parsed::<v2::Referral>(document, bytes, schema, limits)?
                 }
-                CanonicalJson::V2 => validate::decode_value::<v2::Referral>(&document, schema)?,
             })))
         }
         _ => Err(Error::invalid(

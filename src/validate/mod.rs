@@ -202,17 +202,6 @@ impl<'de> Visitor<'de> for Node<'_> {
         self.enter()?;
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) {
-                let path = Path {
-                    segment: Segment::Key(&key),
-                    parent: self.parent,
-                };
-                return Err(self.fail(Error::Invalid(vec![Violation::new(
-                    pointer(Some(&path)),
-                    "duplicate-key",
-                    "each key at most once in an object, found it twice",
-                )])));
-            }
             let path = Path {
                 segment: Segment::Key(&key),
                 parent: self.parent,
@@ -223,7 +212,23 @@ impl<'de> Visitor<'de> for Node<'_> {
                 ..self
             };
             let value = map.next_value_seed(child)?;
-            object.insert(key, value);
+            // One lookup: insert, and refuse if the key was already there.
+            match object.entry(key) {
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                serde_json::map::Entry::Occupied(slot) => {
+                    let path = Path {
+                        segment: Segment::Key(slot.key()),
+                        parent: self.parent,
+                    };
+                    return Err(self.fail(Error::Invalid(vec![Violation::new(
+                        pointer(Some(&path)),
+                        "duplicate-key",
+                        "each key at most once in an object, found it twice",
+                    )])));
+                }
+            }
         }
         Ok(Value::Object(object))
     }
@@ -236,8 +241,25 @@ pub fn decode_document<T: DeserializeOwned>(
     schema: SchemaName,
     limits: &Limits,
 ) -> Result<T, Error> {
-    let value = parse_json(bytes, limits)?;
-    decode_value(&value, schema)
+    decode_parsed(parse_json(bytes, limits)?, bytes, schema, limits)
+}
+
+/// Validates a document parsed from `bytes` and decodes it, consuming the
+/// parsed value.
+pub fn decode_parsed<T: DeserializeOwned>(
+    value: Value,
+    bytes: &[u8],
+    schema: SchemaName,
+    limits: &Limits,
+) -> Result<T, Error> {
+    schemas::schema(schema).validate(&value)?;
+    // Decoding from the owned value moves its strings instead of copying them.
+    // A failure (rare once the schema passed: checksums and the like) is
+    // located by decoding the document again with path tracking.
+    match T::deserialize(value) {
+        Ok(typed) => Ok(typed),
+        Err(_) => typed(&parse_json(bytes, limits)?),
+    }
 }
 
 /// Validates a parsed document against a schema and decodes it.
