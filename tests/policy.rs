@@ -5,10 +5,10 @@
 
 mod common;
 
+use common::generators::{date, email, instant, nir, phone, siret, text};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use passerelle::decision::{
     Grant, LegalBasis, MinimisationReport, Refusal, RefusalReason, SpecialCategoryBasis,
@@ -17,7 +17,7 @@ use passerelle::model::categories::{DataCategory, category_of};
 use passerelle::model::common::{
     Axis, ContactPreference, Organisation, OrganisationKind, Pathway, Recipient, Referent, Sender,
 };
-use passerelle::model::ids::{Email, InseeCode, Nir, Phone, PostalCode, ReferralId, Siret};
+use passerelle::model::ids::{InseeCode, PostalCode, ReferralId, Siret};
 use passerelle::model::status::StatusEvent;
 use passerelle::model::v2::{
     self, Address, Contact, EducationLevel, Identifier, IdentifierKind, Obstacle, ObstacleDomain,
@@ -729,38 +729,6 @@ fn a_status_event_whose_rejection_reason_cannot_leave_is_refused() {
 // ---------------------------------------------------------------------------
 // Properties over generated referrals, grants and policies
 
-fn siret() -> impl Strategy<Value = Siret> {
-    "[0-9]{13}".prop_map(|body| {
-        (0..10)
-            .find_map(|key| Siret::parse(&format!("{body}{key}")).ok())
-            .expect("one key digit makes the Luhn sum right")
-    })
-}
-
-fn nir() -> impl Strategy<Value = Nir> {
-    ("[12]", "[0-9]{2}", "0[1-9]|1[0-2]", "[0-9]{8}").prop_map(|(sex, year, month, rest)| {
-        let body = format!("{sex}{year}{month}{rest}");
-        let key = 97 - body.parse::<u64>().expect("digits") % 97;
-        Nir::parse(&format!("{body}{key:02}")).expect("valid NIR")
-    })
-}
-
-fn text(max: usize) -> impl Strategy<Value = String> {
-    proptest::string::string_regex(&format!("[A-Za-zÀ-ÿ' -]{{1,{max}}}"))
-        .expect("valid regex")
-        .prop_filter("no blank text", |t| !t.trim().is_empty())
-}
-
-fn date() -> impl Strategy<Value = NaiveDate> {
-    (1940..2010_i32, 1..=12_u32, 1..=28_u32)
-        .prop_map(|(y, m, d)| NaiveDate::from_ymd_opt(y, m, d).expect("valid date"))
-}
-
-fn instant() -> impl Strategy<Value = DateTime<Utc>> {
-    (1_700_000_000_i64..1_900_000_000)
-        .prop_map(|s| Utc.timestamp_opt(s, 0).single().expect("valid"))
-}
-
 fn organisation_name() -> impl Strategy<Value = String> {
     prop_oneof![
         4 => text(40),
@@ -775,15 +743,6 @@ fn organisation() -> impl Strategy<Value = Organisation> {
         proptest::option::of(organisation_name()),
     )
         .prop_map(|(siret, kind, name)| Organisation { siret, kind, name })
-}
-
-fn email() -> impl Strategy<Value = Email> {
-    "[a-z]{1,10}\\.[a-z]{1,10}@example\\.(org|fr)"
-        .prop_map(|e| Email::parse(&e).expect("valid email"))
-}
-
-fn phone() -> impl Strategy<Value = Phone> {
-    "0[1-9][0-9]{8}".prop_map(|p| Phone::parse(&p).expect("valid phone"))
 }
 
 fn referent() -> impl Strategy<Value = Referent> {

@@ -17,7 +17,7 @@ use crate::decision::{LegalBasis, SpecialCategoryBasis};
 use crate::error::{Error, Violation};
 use crate::model::categories::DataCategory;
 use crate::model::common::{OrganisationKind, schema_tag, wire_enum};
-use crate::model::ids::{Email, Nir, Phone, Siret, ValueError, shape_of};
+use crate::model::ids::{Email, Nir, Phone, Siret, ValueError, shape_of, string_newtype};
 use crate::validate::{self, Limits, SchemaName};
 
 schema_tag!(
@@ -425,42 +425,7 @@ mod special_category_basis_wire {
     }
 }
 
-macro_rules! text_newtype {
-    ($(#[$meta:meta])* $name:ident) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
-
-        impl $name {
-            /// The value as text.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = ValueError;
-            fn try_from(value: String) -> Result<Self, ValueError> {
-                Self::parse(&value)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(value: $name) -> String {
-                value.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-text_newtype!(
+string_newtype!(
     /// A pseudonymous subject id: it names the person for the record without
     /// saying who they are, so it can be neither an email, a phone number, a
     /// NIR, nor text with spaces or accents (a name).
@@ -525,7 +490,7 @@ impl SubjectId {
     }
 }
 
-text_newtype!(
+string_newtype!(
     /// A purpose term, `prefix:Term` (for example `dpv:ServiceProvision`); the
     /// terms Passerelle uses are listed in `docs/consent.md`.
     Purpose
@@ -581,7 +546,7 @@ pub const ORIENTATION_PURPOSE: &str = "dpv:ServiceProvision";
 /// The DPV term for status follow-up (see [`Purpose::status_follow_up`]).
 pub const STATUS_FOLLOW_UP_PURPOSE: &str = "dpv:CommunicationManagement";
 
-text_newtype!(
+string_newtype!(
     /// A SHA-256 digest: 64 lower-case hexadecimal digits.
     Sha256Hex
 );

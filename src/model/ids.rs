@@ -46,10 +46,12 @@ fn all_digits(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// Declares a text newtype built only by its `parse` function: serde goes
+/// through `parse`, so a decoded value is always a checked one.
 macro_rules! string_newtype {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
@@ -61,8 +63,8 @@ macro_rules! string_newtype {
         }
 
         impl TryFrom<String> for $name {
-            type Error = ValueError;
-            fn try_from(value: String) -> Result<Self, ValueError> {
+            type Error = $crate::model::ids::ValueError;
+            fn try_from(value: String) -> Result<Self, $crate::model::ids::ValueError> {
                 Self::parse(&value)
             }
         }
@@ -73,13 +75,14 @@ macro_rules! string_newtype {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(&self.0)
             }
         }
     };
 }
+pub(crate) use string_newtype;
 
 string_newtype!(
     /// SIRET: 14 digits whose Luhn sum is a multiple of 10 (La Poste's

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod generators;
+
 use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
