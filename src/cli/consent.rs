@@ -14,6 +14,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Subcommand, ValueEnum};
 use serde::Serialize;
 
+use super::{write_failed, write_json};
 use crate::consent::{ConsentEvent, ConsentEventKind, ConsentRecord, ConsentState, RecordId};
 use crate::error::Error;
 use crate::formats;
@@ -173,9 +174,7 @@ pub fn run(action: ConsentAction, store: &Path, out: &mut dyn Write) -> Result<E
                 state: record.state_at(at),
                 at,
             };
-            serde_json::to_writer_pretty(&mut *out, &shown)
-                .map_err(|error| Error::Internal(format!("encoding the record: {error}")))?;
-            writeln!(out).map_err(write_failed)?;
+            write_json(out, &shown, true)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -190,12 +189,5 @@ fn usage(detail: String) -> Error {
         file: "command line".to_owned(),
         key: "arguments".to_owned(),
         detail,
-    }
-}
-
-fn write_failed(source: std::io::Error) -> Error {
-    Error::Io {
-        context: "writing the output".to_owned(),
-        source,
     }
 }

@@ -323,6 +323,10 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader went away (`passerelle … | head`): nothing more to say to it.
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             let _ = writeln!(err, "error: {error}");
             match error {
@@ -336,7 +340,25 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
     }
 }
 
-fn write_failed(source: io::Error) -> Error {
+/// Writes a value as JSON (pretty or on one line), then a newline.
+pub(crate) fn write_json<T: Serialize + ?Sized>(
+    out: &mut dyn Write,
+    value: &T,
+    pretty: bool,
+) -> Result<(), Error> {
+    let written = if pretty {
+        serde_json::to_writer_pretty(&mut *out, value)
+    } else {
+        serde_json::to_writer(&mut *out, value)
+    };
+    written.map_err(|error| match error.io_error_kind() {
+        Some(kind) => write_failed(io::Error::from(kind)),
+        None => Error::Internal(format!("encoding JSON: {error}")),
+    })?;
+    writeln!(out).map_err(write_failed)
+}
+
+pub(crate) fn write_failed(source: io::Error) -> Error {
     Error::Io {
         context: "writing the output".to_owned(),
         source,
@@ -380,9 +402,7 @@ fn validate_files(
     }
     match output {
         Output::Json => {
-            serde_json::to_writer_pretty(&mut *out, &reports)
-                .map_err(|e| Error::Internal(format!("encoding the report: {e}")))?;
-            writeln!(out).map_err(write_failed)?;
+            write_json(out, &reports, true)?;
         }
         Output::Text => {
             for report in &reports {
@@ -532,11 +552,7 @@ fn write_record(
 ) -> Result<(), Error> {
     let json: Option<serde_json::Value> = serde_json::from_slice(bytes).ok();
     match (line, json) {
-        (None, Some(json)) => {
-            serde_json::to_writer_pretty(&mut *out, &json)
-                .map_err(|e| Error::Internal(format!("encoding the output: {e}")))?;
-            writeln!(out).map_err(write_failed)
-        }
+        (None, Some(json)) => write_json(out, &json, true),
         (None, None) => out.write_all(bytes).map_err(write_failed),
         (Some(line), Some(document)) => {
             let kind = match message {
@@ -544,9 +560,7 @@ fn write_record(
                 Message::Status(_) => "status",
             };
             let row = serde_json::json!({ "line": line, "kind": kind, "document": document });
-            serde_json::to_writer(&mut *out, &row)
-                .map_err(|e| Error::Internal(format!("encoding the output: {e}")))?;
-            writeln!(out).map_err(write_failed)
+            write_json(out, &row, false)
         }
         (Some(_), None) => Err(Error::UnsupportedFormat(
             "a binary output format takes one record; this input has several rows".to_owned(),
@@ -619,9 +633,7 @@ fn schema_command(action: SchemaAction, out: &mut dyn Write) -> Result<ExitCode,
         }
         SchemaAction::Show { name, .. } => {
             let schema = validate::schemas::schema(SchemaName::parse(&name)?);
-            serde_json::to_writer_pretty(&mut *out, &schema.document)
-                .map_err(|e| Error::Internal(format!("encoding the schema: {e}")))?;
-            writeln!(out).map_err(write_failed)?;
+            write_json(out, &schema.document, true)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -652,9 +664,7 @@ fn show_categories(
                 "message": schema.proto_message(),
                 "fields": rows,
             });
-            serde_json::to_writer_pretty(&mut *out, &document)
-                .map_err(|e| Error::Internal(format!("encoding the categories: {e}")))?;
-            writeln!(out).map_err(write_failed)?;
+            write_json(out, &document, true)?;
         }
         Output::Text if fields.is_empty() => {
             writeln!(

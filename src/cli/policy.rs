@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::{write_failed, write_json};
 use crate::consent::{ConsentRecord, Purpose};
 use crate::decision::{Decision, decide};
 use crate::error::Error;
@@ -138,9 +139,7 @@ pub fn minimise(
         &keys,
         now.unwrap_or_else(Utc::now),
     );
-    serde_json::to_writer_pretty(&mut *out, &decision)
-        .map_err(|e| Error::Internal(format!("encoding the decision: {e}")))?;
-    writeln!(out).map_err(write_failed)?;
+    write_json(out, &decision, true)?;
     Ok(match decision {
         Decision::Forward(_) => ExitCode::SUCCESS,
         Decision::Refuse(_) => ExitCode::from(1),
@@ -153,11 +152,4 @@ fn read(path: &Path, limits: &Limits) -> Result<Vec<u8>, Error> {
         source,
     })?;
     crate::formats::read_limited(Box::new(file), limits)
-}
-
-fn write_failed(source: std::io::Error) -> Error {
-    Error::Io {
-        context: "writing the output".to_owned(),
-        source,
-    }
 }
