@@ -133,6 +133,8 @@ impl Schema {
         #[allow(clippy::expect_used)]
         let validator = jsonschema::draft202012::options()
             .should_validate_formats(true)
+            // The schemas' patterns need no look-around: the linear-time engine is enough.
+            .with_pattern_options(jsonschema::PatternOptions::regex())
             .build(&document)
             .expect("embedded schema compiles");
         Self {
