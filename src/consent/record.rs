@@ -110,14 +110,14 @@ impl ConsentRecord {
                 violations.push(out_of_order(format!("/events/{}/at", index + 1)));
             }
         }
-        if let (Some(from), Some(until)) = (self.valid_from, self.valid_until) {
-            if until <= from {
-                violations.push(Violation::new(
-                    "/valid_until",
-                    "validity-period",
-                    "a time after valid_from, found one at or before it",
-                ));
-            }
+        if let (Some(from), Some(until)) = (self.valid_from, self.valid_until)
+            && until <= from
+        {
+            violations.push(Violation::new(
+                "/valid_until",
+                "validity-period",
+                "a time after valid_from, found one at or before it",
+            ));
         }
         if violations.is_empty() {
             Ok(())

@@ -350,15 +350,15 @@ impl Declarations {
     /// is missing or wrong is left out ([`Self::problems`] names it).
     pub fn fields(&self, message: &str) -> Vec<FieldCategory> {
         let mut table = Vec::new();
-        if let Some(message) = self.pool.get_message_by_name(message) {
-            if is_categorised(message.package_name()) {
-                self.walk(
-                    &message,
-                    "",
-                    &mut vec![message.full_name().to_owned()],
-                    &mut table,
-                );
-            }
+        if let Some(message) = self.pool.get_message_by_name(message)
+            && is_categorised(message.package_name())
+        {
+            self.walk(
+                &message,
+                "",
+                &mut vec![message.full_name().to_owned()],
+                &mut table,
+            );
         }
         table
     }
@@ -493,10 +493,11 @@ impl Declarations {
         let mut elements: Vec<(MessageDescriptor, String)> = Vec::new();
         for message in &messages {
             for field in message.fields() {
-                if let Some(nested) = nested_message(&field) {
-                    if field.is_list() && !elements.iter().any(|(m, _)| *m == nested) {
-                        elements.push((nested, field.full_name().to_owned()));
-                    }
+                if let Some(nested) = nested_message(&field)
+                    && field.is_list()
+                    && !elements.iter().any(|(m, _)| *m == nested)
+                {
+                    elements.push((nested, field.full_name().to_owned()));
                 }
             }
         }

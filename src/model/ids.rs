@@ -102,7 +102,7 @@ impl Siret {
         let valid = if compact.starts_with("356000000") {
             digits.iter().sum::<u32>() % 5 == 0
         } else {
-            luhn_sum(&digits) % 10 == 0
+            luhn_sum(&digits).is_multiple_of(10)
         };
         if !valid {
             return Err(ValueError::new(

@@ -1117,10 +1117,10 @@ mod tests {
                 OrganisationKind::Association,
             ));
         }
-        if let Some(recipient) = message.recipient.as_mut() {
-            if let Some(organisation) = recipient.organisation.as_mut() {
-                organisation.kind = 42;
-            }
+        if let Some(recipient) = message.recipient.as_mut()
+            && let Some(organisation) = recipient.organisation.as_mut()
+        {
+            organisation.kind = 42;
         }
         message.person = Some(referral_v2::Person {
             last_name: "Nomtest".to_owned(),

@@ -159,10 +159,10 @@ impl SqliteStore {
             .unchecked_transaction()
             .map_err(storage("starting a read"))
             .and_then(|transaction| work(&transaction));
-        if let Ok(mut pool) = self.readers.lock() {
-            if pool.len() < MAX_IDLE_READERS {
-                pool.push(connection);
-            }
+        if let Ok(mut pool) = self.readers.lock()
+            && pool.len() < MAX_IDLE_READERS
+        {
+            pool.push(connection);
         }
         result
     }
