@@ -133,6 +133,27 @@ impl Error {
         }
     }
 
+    /// A configuration error at a key of a file.
+    pub fn config(file: &str, key: &str, detail: impl Into<String>) -> Self {
+        Self::Config {
+            file: file.to_owned(),
+            key: key.to_owned(),
+            detail: detail.into(),
+        }
+    }
+
+    /// A TOML syntax or shape error in a configuration file, with its line.
+    pub fn toml(file: &str, text: &str, key: &str, error: &toml::de::Error) -> Self {
+        let line = error
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        let detail = match line {
+            Some(line) => format!("{} (line {line})", error.message()),
+            None => error.message().to_owned(),
+        };
+        Self::config(file, key, detail)
+    }
+
     /// A single-violation error.
     pub fn invalid(
         pointer: impl Into<String>,

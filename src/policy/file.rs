@@ -73,33 +73,14 @@ struct RawReplace {
 /// Parses and checks a policy; see the module documentation of `policy`.
 pub(super) fn parse(text: &str, file: &str) -> Result<Policy, Error> {
     let raw: RawPolicy = toml::Deserializer::parse(text)
-        .map_err(|error| toml_error(file, text, "", &error))
+        .map_err(|error| Error::toml(file, text, "", &error))
         .and_then(|deserializer| {
             serde_path_to_error::deserialize(deserializer).map_err(|error| {
                 let key = error.path().to_string();
-                toml_error(file, text, &key, error.inner())
+                Error::toml(file, text, &key, error.inner())
             })
         })?;
     Checker::new(file, &raw)?.check(raw)
-}
-
-fn toml_error(file: &str, text: &str, key: &str, error: &toml::de::Error) -> Error {
-    let line = error
-        .span()
-        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-    let detail = match line {
-        Some(line) => format!("{} (line {line})", error.message()),
-        None => error.message().to_owned(),
-    };
-    config(file, key, detail)
-}
-
-fn config(file: &str, key: &str, detail: impl Into<String>) -> Error {
-    Error::Config {
-        file: file.to_owned(),
-        key: key.to_owned(),
-        detail: detail.into(),
-    }
 }
 
 /// The name policies and consent records give a kind of organisation.
@@ -119,7 +100,7 @@ fn organisation_kind(file: &str, key: &str, name: &str) -> Result<OrganisationKi
                 .iter()
                 .map(|k| kind_name(*k))
                 .collect();
-            config(
+            Error::config(
                 file,
                 key,
                 format!(
@@ -155,7 +136,7 @@ impl<'a> Checker<'a> {
             "referral" => MessageKind::Referral,
             "status" => MessageKind::Status,
             other => {
-                return Err(config(
+                return Err(Error::config(
                     file,
                     "message",
                     format!("\"{other}\" is not a message; one of referral, status"),
@@ -172,7 +153,7 @@ impl<'a> Checker<'a> {
     }
 
     fn error(&self, path: &str, detail: impl Into<String>) -> Error {
-        config(self.file, path, detail)
+        Error::config(self.file, path, detail)
     }
 
     fn path(&self, index: usize) -> &'static str {
@@ -219,14 +200,14 @@ impl<'a> Checker<'a> {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !id_ok {
-            return Err(config(
+            return Err(Error::config(
                 file,
                 "id",
                 "lower-case letters, digits and hyphens, not empty",
             ));
         }
         if raw.version.is_empty() || raw.version.chars().any(char::is_whitespace) {
-            return Err(config(
+            return Err(Error::config(
                 file,
                 "version",
                 "a version without spaces, not empty",
@@ -235,13 +216,13 @@ impl<'a> Checker<'a> {
         let recipient = match (&raw.recipient.siret, &raw.recipient.kind) {
             (Some(siret), None) => RecipientSelector::Siret(
                 Siret::parse(siret)
-                    .map_err(|error| config(file, "recipient.siret", error.to_string()))?,
+                    .map_err(|error| Error::config(file, "recipient.siret", error.to_string()))?,
             ),
             (None, Some(kind)) => {
                 RecipientSelector::Kind(organisation_kind(file, "recipient.kind", kind)?)
             }
             _ => {
-                return Err(config(
+                return Err(Error::config(
                     file,
                     "recipient",
                     "exactly one of siret or kind: { kind = \"france_travail\" } or { siret = \"...\" }",
@@ -249,7 +230,7 @@ impl<'a> Checker<'a> {
             }
         };
         if !is_purpose_term(&raw.purpose) {
-            return Err(config(
+            return Err(Error::config(
                 file,
                 "purpose",
                 "a purpose term prefix:Term such as dpv:ServiceProvision",
@@ -260,7 +241,7 @@ impl<'a> Checker<'a> {
         for name in &raw.deny {
             let category = DataCategory::parse(name).ok_or_else(|| {
                 let names: Vec<&str> = DataCategory::ALL.iter().map(|c| c.as_str()).collect();
-                config(
+                Error::config(
                     file,
                     "deny",
                     format!(
@@ -523,7 +504,7 @@ impl<'a> Checker<'a> {
         // Replacements.
         let mut replacements = Vec::new();
         if !raw.replace.is_empty() && self.message != MessageKind::Referral {
-            return Err(config(
+            return Err(Error::config(
                 file,
                 "replace",
                 "[[replace]] rules apply to referrals only",
@@ -542,7 +523,7 @@ impl<'a> Checker<'a> {
                 })
                 .collect();
             if words.is_empty() || words.iter().any(Vec::is_empty) {
-                return Err(config(
+                return Err(Error::config(
                     file,
                     &format!("{key}.sender_name_words"),
                     "at least one word, each with letters or digits",
@@ -553,7 +534,7 @@ impl<'a> Checker<'a> {
                 None => None,
             };
             if rule.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
-                return Err(config(
+                return Err(Error::config(
                     file,
                     &format!("{key}.name"),
                     "a name, not empty (leave it out to send no name)",

@@ -672,14 +672,14 @@ impl Mapping {
             .read_to_end(&mut bytes)
             .map_err(io_error)?;
         if bytes.len() as u64 > MAX_MAPPING_BYTES {
-            return Err(config(
+            return Err(Error::config(
                 &file,
                 "",
                 format!("a mapping file of at most {MAX_MAPPING_BYTES} bytes"),
             ));
         }
         let text = String::from_utf8(bytes).map_err(|_| {
-            config(
+            Error::config(
                 &file,
                 "",
                 "a UTF-8 text file, found invalid UTF-8".to_owned(),
@@ -691,11 +691,11 @@ impl Mapping {
     /// Checks a mapping given as TOML text; `file` names it in errors.
     pub fn from_toml(text: &str, file: &str) -> Result<Self, Error> {
         let raw: RawMapping = toml::Deserializer::parse(text)
-            .map_err(|error| toml_error(file, text, "", &error))
+            .map_err(|error| Error::toml(file, text, "", &error))
             .and_then(|deserializer| {
                 serde_path_to_error::deserialize(deserializer).map_err(|error| {
                     let key = error.path().to_string();
-                    toml_error(file, text, &key, error.inner())
+                    Error::toml(file, text, &key, error.inner())
                 })
             })?;
         raw.check(file)
@@ -735,30 +735,11 @@ impl Mapping {
     }
 }
 
-fn config(file: &str, key: &str, detail: String) -> Error {
-    Error::Config {
-        file: file.to_owned(),
-        key: key.to_owned(),
-        detail,
-    }
-}
-
-fn toml_error(file: &str, text: &str, key: &str, error: &toml::de::Error) -> Error {
-    let line = error
-        .span()
-        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-    let detail = match line {
-        Some(line) => format!("{} (line {line})", error.message()),
-        None => error.message().to_owned(),
-    };
-    config(file, key, detail)
-}
-
 impl RawMapping {
     fn check(self, file: &str) -> Result<Mapping, Error> {
         let name = self.name.trim();
         if name.is_empty() {
-            return Err(config(
+            return Err(Error::config(
                 file,
                 "name",
                 "a source name (referral ids are derived from it), found an empty string"
@@ -768,7 +749,7 @@ impl RawMapping {
         let encoding = check_encoding(file, self.encoding.as_deref())?;
         let delimiter = check_delimiter(file, self.delimiter.as_deref())?;
         let date_format = DateFormat::parse(self.date_format.as_deref().unwrap_or("dd/mm/yyyy"))
-            .map_err(|detail| config(file, "date_format", detail))?;
+            .map_err(|detail| Error::config(file, "date_format", detail))?;
 
         let sender_kind = match &self.sender {
             Some(RawOrganisation {
@@ -780,7 +761,7 @@ impl RawMapping {
             Some(raw) => match raw.siret {
                 Some(_) => Some(raw.organisation(file, "sender", sender_kind)?),
                 None if raw.name.is_some() => {
-                    return Err(config(
+                    return Err(Error::config(
                         file,
                         "sender.siret",
                         "a SIRET next to the sender's name, found none".to_owned(),
@@ -795,7 +776,7 @@ impl RawMapping {
             let key = format!("structures.{label}");
             let folded = fold(&label);
             if folded.is_empty() {
-                return Err(config(
+                return Err(Error::config(
                     file,
                     &key,
                     "a structure name with letters or digits".to_owned(),
@@ -803,7 +784,7 @@ impl RawMapping {
             }
             let organisation = raw.organisation(file, &key, sender_kind)?;
             if structures.insert(folded, organisation).is_some() {
-                return Err(config(
+                return Err(Error::config(
                     file,
                     &key,
                     "structure names that differ by more than case, accents and punctuation"
@@ -818,7 +799,7 @@ impl RawMapping {
                 .iter()
                 .find(|canonical| canonical.key == key)
                 .ok_or_else(|| {
-                    config(
+                    Error::config(
                         file,
                         &format!("fields.{key}"),
                         format!(
@@ -843,7 +824,7 @@ impl RawMapping {
                 .iter()
                 .any(|spec| spec.canonical.key == canonical.key)
             {
-                return Err(config(
+                return Err(Error::config(
                     file,
                     &format!("fields.{}", canonical.key),
                     "a column for this field, which every referral needs; found none".to_owned(),
@@ -853,7 +834,7 @@ impl RawMapping {
         for (first, second) in EXCLUSIVE {
             let mapped = |key: &str| fields.iter().any(|spec| spec.canonical.key == key);
             if mapped(first) && mapped(second) {
-                return Err(config(
+                return Err(Error::config(
                     file,
                     &format!("fields.{second}"),
                     format!("at most one of {first} and {second}, found both"),
@@ -865,7 +846,7 @@ impl RawMapping {
             .any(|spec| spec.canonical.target == Target::SenderStructure)
             && structures.is_empty()
         {
-            return Err(config(
+            return Err(Error::config(
                 file,
                 "structures",
                 "a [structures] table to look the sender.organisation column up in, found none"
@@ -878,14 +859,14 @@ impl RawMapping {
             let column = column.trim();
             let key = format!("ignore[{index}]");
             if fields.iter().any(|spec| spec.column == column) {
-                return Err(config(
+                return Err(Error::config(
                     file,
                     &key,
                     format!("a column that no field maps, found \"{column}\" mapped too"),
                 ));
             }
             if !ignore.insert(column.to_owned()) {
-                return Err(config(
+                return Err(Error::config(
                     file,
                     &key,
                     format!("each column listed once, found \"{column}\" twice"),
@@ -921,7 +902,7 @@ impl RawOrganisation {
     ) -> Result<Organisation, Error> {
         let siret = self.siret.as_deref().unwrap_or_default();
         let siret = Siret::parse(siret).map_err(|error| {
-            config(
+            Error::config(
                 file,
                 &format!("{key}.siret"),
                 format!("expected {}, found {}", error.expected, error.found),
@@ -941,7 +922,7 @@ impl RawOrganisation {
 
 fn organisation_kind(file: &str, key: &str, text: &str) -> Result<OrganisationKind, Error> {
     OrganisationKind::named(text).ok_or_else(|| {
-        config(
+        Error::config(
             file,
             key,
             "one of association, france_travail, mission_locale, cap_emploi, departement, other"
@@ -953,7 +934,7 @@ fn organisation_kind(file: &str, key: &str, text: &str) -> Result<OrganisationKi
 fn check_encoding(file: &str, label: Option<&str>) -> Result<&'static Encoding, Error> {
     let label = label.unwrap_or("utf-8");
     Encoding::for_label(label.trim().as_bytes()).ok_or_else(|| {
-        config(
+        Error::config(
             file,
             "encoding",
             format!(
@@ -968,7 +949,7 @@ fn check_delimiter(file: &str, delimiter: Option<&str>) -> Result<u8, Error> {
     let delimiter = delimiter.unwrap_or(";");
     match delimiter.as_bytes() {
         [byte] if byte.is_ascii() && !matches!(byte, b'"' | b'\n' | b'\r') => Ok(*byte),
-        _ => Err(config(
+        _ => Err(Error::config(
             file,
             "delimiter",
             format!(
@@ -990,7 +971,7 @@ impl RawField {
         let shape = canonical.target.shape();
         let column = self.column.trim().to_owned();
         if column.is_empty() {
-            return Err(config(
+            return Err(Error::config(
                 file,
                 &key("column"),
                 "the header of a column, found an empty string".to_owned(),
@@ -998,7 +979,7 @@ impl RawField {
         }
         let required = match self.required {
             Some(false) if canonical.target.always_required() => {
-                return Err(config(
+                return Err(Error::config(
                     file,
                     &key("required"),
                     "true (every referral needs this field), found false".to_owned(),
@@ -1010,11 +991,11 @@ impl RawField {
         let date_format = match (shape, self.date_format) {
             (Shape::Date, Some(pattern)) => Some(
                 DateFormat::parse(&pattern)
-                    .map_err(|detail| config(file, &key("date_format"), detail))?,
+                    .map_err(|detail| Error::config(file, &key("date_format"), detail))?,
             ),
             (Shape::Date, None) => Some(default_date_format.clone()),
             (_, Some(_)) => {
-                return Err(config(
+                return Err(Error::config(
                     file,
                     &key("date_format"),
                     "date_format only on a date field".to_owned(),
@@ -1024,7 +1005,7 @@ impl RawField {
         };
         let separator = match (shape, self.separator) {
             (Shape::ChoiceList(_) | Shape::TextList, Some(separator)) if separator.is_empty() => {
-                return Err(config(
+                return Err(Error::config(
                     file,
                     &key("separator"),
                     "a non-empty separator".to_owned(),
@@ -1032,7 +1013,7 @@ impl RawField {
             }
             (Shape::ChoiceList(_) | Shape::TextList, separator) => separator,
             (_, Some(_)) => {
-                return Err(config(
+                return Err(Error::config(
                     file,
                     &key("separator"),
                     "separator only on a list field (obstacles, situation.labels, \
@@ -1054,7 +1035,7 @@ impl RawField {
                 for (word, value) in values {
                     let value_key = key(&format!("values.{word}"));
                     let toml::Value::Boolean(value) = value else {
-                        return Err(config(
+                        return Err(Error::config(
                             file,
                             &value_key,
                             format!("true or false, found a {}", value.type_str()),
@@ -1071,13 +1052,13 @@ impl RawField {
                         .as_str()
                         .and_then(|name| names.iter().position(|known| *known == name))
                         .ok_or_else(|| {
-                            config(file, &value_key, format!("one of {}", names.join(", ")))
+                            Error::config(file, &value_key, format!("one of {}", names.join(", ")))
                         })?;
                     insert_word(file, &value_key, &mut choices, &word, index)?;
                 }
             }
             (_, Some(_)) => {
-                return Err(config(
+                return Err(Error::config(
                     file,
                     &key("values"),
                     "values only on a yes/no or coded field".to_owned(),
@@ -1107,14 +1088,14 @@ fn insert_word<T>(
 ) -> Result<(), Error> {
     let folded = fold(word);
     if folded.is_empty() {
-        return Err(config(
+        return Err(Error::config(
             file,
             key,
             "a source word with letters or digits".to_owned(),
         ));
     }
     if map.insert(folded, value).is_some() {
-        return Err(config(
+        return Err(Error::config(
             file,
             key,
             "source words that differ by more than case, accents and punctuation".to_owned(),
