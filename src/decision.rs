@@ -18,7 +18,7 @@ use crate::model::v2;
 use crate::policy::{KeyRing, Policy};
 
 /// The GDPR basis under which data leaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LegalBasis {
     /// Art. 6(1)(a): consent.

@@ -119,6 +119,27 @@ pub enum Error {
     /// The item exists already with other content (same id, different record).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The request carries no valid credentials.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The authenticated organisation may not do this (send as another organisation, ...).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The organisation sent more requests than its rate allows.
+    #[error("rate limited: retry after {retry_after_seconds} s")]
+    RateLimited {
+        /// When to retry, in whole seconds.
+        retry_after_seconds: u64,
+    },
+    /// The referral may not leave: consent, policy or minimisation refused it.
+    #[error("refused ({}): {}", .0.reason.code(), .0.explanation)]
+    Refused(crate::decision::Refusal),
+    /// The same id (idempotency key) was used before with other content.
+    #[error("idempotency key reused: {0}")]
+    IdempotencyKeyReused(String),
+    /// The gateway cannot serve now (shutting down, store stopped); retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// A bug or an impossible state; opaque to clients.
     #[error("internal error: {0}")]
     Internal(String),

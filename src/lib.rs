@@ -13,22 +13,36 @@
 //!   evaluation into a grant or a refusal.
 //! - [`policy`]: minimisation policies (one TOML file per recipient and
 //!   purpose), checked at load, applied within a consent grant with a report.
-//! - [`store`]: the store trait and its SQLite implementation (one writer
-//!   thread, group commit).
+//! - [`decision`]: the pure forwarding decision (consent, then policy).
+//! - [`gateway`]: the pipeline behind every endpoint: decode → validate →
+//!   authorise → consent → minimise → enqueue.
+//! - [`store`]: the store traits and their SQLite implementation (one writer
+//!   thread, group commit): consent records, referrals, status events, outbox.
+//! - [`audit`]: the append-only, hash-chained audit log.
+//! - [`server`]: `passerelle serve`: TLS, authentication, the HTTP API, the
+//!   gRPC services, problem+json.
+//! - [`config`]: the gateway's configuration file.
+//! - [`telemetry`]: logs, spans, metrics and their OTLP export.
 //! - [`error`]: the one error type; messages never repeat input values.
 //! - [`cli`]: the `passerelle` command line.
 //!
-//! The core (model, formats, validate) does no I/O beyond reading the input it
-//! is handed, so it is tested without sockets.
+//! The core (model, formats, validate, consent, policy, decision) does no I/O
+//! beyond reading the input it is handed, so it is tested without sockets; the
+//! gateway, store and server are the shell around it.
 
+pub mod audit;
 pub mod cli;
+pub mod config;
 pub mod consent;
 pub mod decision;
 pub mod error;
 pub mod formats;
+pub mod gateway;
 pub mod model;
 pub mod policy;
+pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod validate;
 
 pub use error::{Error, Violation};

@@ -4,9 +4,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = passerelle::cli::Cli::parse();
-    passerelle::cli::run(
-        cli,
-        &mut std::io::stdout().lock(),
-        &mut std::io::stderr().lock(),
-    )
+    // Unlocked handles: `serve` logs to stderr from every worker thread, and a
+    // lock held here for the whole run would block them all.
+    passerelle::cli::run(cli, &mut std::io::stdout(), &mut std::io::stderr())
 }

@@ -4,8 +4,10 @@
 //! Exit codes: 0 success; 1 the input is invalid or could not be translated;
 //! 2 the command itself is wrong (usage, unreadable file, bad mapping).
 
+pub mod audit;
 pub mod consent;
 pub mod policy;
+pub mod serve;
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -90,6 +92,24 @@ pub enum Command {
         #[command(subcommand)]
         action: consent::ConsentAction,
     },
+    /// Run the gateway: HTTPS/JSON and gRPC on one port (see config/passerelle.toml).
+    Serve {
+        /// The configuration file.
+        #[arg(long, default_value = "config/passerelle.toml")]
+        config: PathBuf,
+    },
+    /// Generate an API key for an organisation, with the hash to put in the configuration.
+    ApiKey {
+        /// What to do with API keys.
+        #[command(subcommand)]
+        action: ApiKeyAction,
+    },
+    /// Verify the hash chain of the store's audit log, or export it as JSON lines.
+    Audit {
+        /// What to do with the audit log.
+        #[command(subcommand)]
+        action: audit::AuditAction,
+    },
     /// Check minimisation policy files (default: every file in config/policies) and their keys.
     Policy {
         /// What to do with policies.
@@ -116,6 +136,13 @@ pub enum Command {
         #[command(subcommand)]
         action: SchemaAction,
     },
+}
+
+/// `passerelle api-key` actions.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyAction {
+    /// Print a new random key and its configuration line.
+    New,
 }
 
 /// `passerelle policy` actions.
@@ -311,6 +338,11 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
         Command::Demo { samples, mappings } => demo(&samples, &mappings, out),
         Command::Schema { action } => schema_command(action, out),
         Command::Consent { action } => consent::run(action, &cli.store, out),
+        Command::Serve { config } => serve::run(&config, out),
+        Command::ApiKey {
+            action: ApiKeyAction::New,
+        } => serve::new_api_key(out),
+        Command::Audit { action } => audit::run(action, &cli.store, out),
         Command::Policy {
             action: PolicyAction::Check { files },
         } => policy::check(&files, out),

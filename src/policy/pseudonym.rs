@@ -192,6 +192,37 @@ impl KeyRing {
         Ok(())
     }
 
+    /// Reads every key the policies reference and generates a random key for
+    /// each reference that resolves to nothing (development only: pseudonyms
+    /// then change at every start). Returns the ring and the references
+    /// generated, so the caller can warn about them.
+    pub fn load_or_generate(policies: &[Policy]) -> (Self, Vec<String>) {
+        let mut ring = Self::new();
+        let mut generated = Vec::new();
+        for policy in policies {
+            for (_, reference) in policy.pseudonymised() {
+                if ring.keys.contains_key(reference) {
+                    continue;
+                }
+                let key = match reference.read() {
+                    Ok(key) if key.len() >= MIN_KEY_BYTES => key,
+                    _ => {
+                        generated.push(reference.to_string());
+                        // Two version-4 UUIDs: 244 bits from the operating system's generator.
+                        [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()]
+                            .iter()
+                            .flat_map(|uuid| uuid.into_bytes())
+                            .collect()
+                    }
+                };
+                if let Ok(mac) = Hmac::<Sha256>::new_from_slice(&key) {
+                    ring.keys.insert(reference.clone(), mac);
+                }
+            }
+        }
+        (ring, generated)
+    }
+
     /// Whether the ring holds every key the policy references.
     pub fn covers(&self, policy: &Policy) -> bool {
         policy

@@ -9,9 +9,13 @@
 
 use std::future::Future;
 
+use chrono::{DateTime, Utc};
+
+use crate::audit::AuditEntry;
 use crate::consent::{ConsentEvent, ConsentRecord, RecordId};
 use crate::error::Error;
 
+mod referrals;
 pub mod sqlite;
 
 pub use sqlite::SqliteStore;
@@ -50,4 +54,159 @@ pub trait ConsentStore: Send + Sync {
         &self,
         record_id: RecordId,
     ) -> impl Future<Output = Result<Option<ConsentRecord>, Error>> + Send;
+}
+
+/// A referral the gateway accepted, ready to store (JSON already serialised).
+#[derive(Debug, Clone)]
+pub struct NewReferral {
+    /// The referral id (the idempotency key).
+    pub referral_id: String,
+    /// The sending organisation's id.
+    pub sender: String,
+    /// The recipient organisation's id.
+    pub recipient: String,
+    /// SHA-256 (hex) of the submission, to tell a retry from a reuse of the id.
+    pub fingerprint: String,
+    /// The format the referral arrived in.
+    pub input_format: String,
+    /// Canonical v2 JSON as sent.
+    pub referral: String,
+    /// Canonical v2 JSON after minimisation.
+    pub minimised: String,
+    /// The decision report as JSON.
+    pub decision: String,
+    /// The consent record it leaves under.
+    pub consent_record_id: Option<String>,
+    /// When it was accepted.
+    pub accepted_at: DateTime<Utc>,
+}
+
+/// A stored referral with its status events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReferral {
+    /// The referral id.
+    pub referral_id: String,
+    /// The sending organisation's id.
+    pub sender: String,
+    /// The recipient organisation's id.
+    pub recipient: String,
+    /// SHA-256 (hex) of the submission.
+    pub fingerprint: String,
+    /// The format it arrived in.
+    pub input_format: String,
+    /// Canonical v2 JSON as sent.
+    pub referral: String,
+    /// Canonical v2 JSON after minimisation.
+    pub minimised: String,
+    /// The decision report as JSON.
+    pub decision: String,
+    /// The consent record it leaves under.
+    pub consent_record_id: Option<String>,
+    /// Its delivery state (`queued`, ...).
+    pub state: String,
+    /// When it was accepted (RFC 3339).
+    pub accepted_at: String,
+    /// Its status events, oldest first.
+    pub events: Vec<StoredEvent>,
+}
+
+/// A stored status event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The event id.
+    pub event_id: String,
+    /// The author organisation's id.
+    pub author: String,
+    /// The status (proto value name).
+    pub status: String,
+    /// Canonical status/v1 JSON.
+    pub event: String,
+    /// When the gateway recorded it (RFC 3339).
+    pub recorded_at: String,
+}
+
+/// A status event to store, and what to queue for the other party.
+#[derive(Debug, Clone)]
+pub struct NewStatusEvent {
+    /// The event id (idempotency key).
+    pub event_id: String,
+    /// The referral it is about.
+    pub referral_id: String,
+    /// The author organisation's id.
+    pub author: String,
+    /// The status (proto value name).
+    pub status: String,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// SHA-256 (hex) of the event.
+    pub fingerprint: String,
+    /// Canonical status/v1 JSON as posted.
+    pub event: String,
+    /// When the gateway recorded it.
+    pub recorded_at: DateTime<Utc>,
+    /// The message to deliver to the other party, minimised for it.
+    pub forward: Option<Outgoing>,
+}
+
+/// A message queued for an organisation.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The destination organisation's id.
+    pub destination: String,
+    /// Canonical JSON of what leaves.
+    pub payload: String,
+}
+
+/// What [`ReferralStore::accept_referral`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Stored and queued now.
+    New(StoredReferral),
+    /// The same referral was already stored: nothing new was created.
+    Replayed(StoredReferral),
+}
+
+/// What a write of an idempotent item did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Stored now.
+    Written,
+    /// The same item was already stored: nothing changed.
+    AlreadyWritten,
+}
+
+/// Durable storage of accepted referrals, their status events, the outbox and
+/// the audit log.
+pub trait ReferralStore: Send + Sync {
+    /// Stores an accepted referral, queues it for its recipient and appends
+    /// `audit`, in one transaction. The same id from the same sender with the
+    /// same fingerprint is a replay (answered with the stored referral, and
+    /// `replay_audit` appended); any other reuse of the id is
+    /// [`Error::IdempotencyKeyReused`].
+    fn accept_referral(
+        &self,
+        referral: NewReferral,
+        audit: AuditEntry,
+        replay_audit: AuditEntry,
+    ) -> impl Future<Output = Result<Accepted, Error>> + Send;
+
+    /// The referral with its events, if stored.
+    fn referral(
+        &self,
+        referral_id: String,
+    ) -> impl Future<Output = Result<Option<StoredReferral>, Error>> + Send;
+
+    /// Stores a status event, queues its forward and appends `audit`, in one
+    /// transaction; idempotent by event id like referrals.
+    fn record_status_event(
+        &self,
+        event: NewStatusEvent,
+        audit: AuditEntry,
+    ) -> impl Future<Output = Result<Written, Error>> + Send;
+
+    /// Appends one audit entry on its own (a read, a refusal).
+    fn audit(&self, entry: AuditEntry) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Messages queued and not yet delivered.
+    fn queue_depth(&self) -> impl Future<Output = Result<u64, Error>> + Send;
 }

@@ -49,11 +49,23 @@ const MAX_IDLE_READERS: usize = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The migrations, in order: version, name, SQL.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_consent",
-    include_str!("../../migrations/sqlite/0001_consent.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_consent",
+        include_str!("../../migrations/sqlite/0001_consent.sql"),
+    ),
+    (
+        2,
+        "0002_audit",
+        include_str!("../../migrations/sqlite/0002_audit.sql"),
+    ),
+    (
+        3,
+        "0003_referrals",
+        include_str!("../../migrations/sqlite/0003_referrals.sql"),
+    ),
+];
 
 /// A store in one SQLite file.
 pub struct SqliteStore {
@@ -149,7 +161,10 @@ impl SqliteStore {
     }
 
     /// Runs `work` in a read transaction on a pooled read connection.
-    fn read<T>(&self, work: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
+    pub(crate) fn read<T>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let pooled = self.readers.lock().ok().and_then(|mut pool| pool.pop());
         let connection = match pooled {
             Some(connection) => connection,
@@ -525,7 +540,7 @@ fn parse_time(text: &str, record_id: RecordId) -> Result<DateTime<Utc>, Error> {
         })
 }
 
-fn storage(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
+pub(super) fn storage(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
     move |error| Error::Internal(format!("store: {context}: {error}"))
 }
 
@@ -659,7 +674,7 @@ mod tests {
                 rows.collect::<Result<_, _>>().map_err(storage("versions"))
             })
             .expect("read");
-        assert_eq!(versions, vec![1]);
+        assert_eq!(versions, vec![1, 2, 3]);
         let mode: String = store
             .read(|connection| {
                 connection

@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod gateway;
 pub mod generators;
+pub mod otlp;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,95 @@
+//! `passerelle audit`: verify the hash chain of the store's audit log, and
+//! export it as JSON lines (see `docs/audit.md`).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use super::{Output, write_failed, write_json};
+use crate::audit::{self, ChainHead, VerifyReport};
+use crate::error::Error;
+
+/// `passerelle audit` actions.
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Walk the chain and name the first entry altered, removed or reordered (exit 1 if any).
+    Verify {
+        /// A head printed by an earlier verify (`SEQ:HASH`, kept elsewhere): the chain must still reach
+        /// it unchanged, which catches entries removed from the end.
+        #[arg(long, value_name = "SEQ:HASH")]
+        expect_head: Option<ChainHead>,
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Write every entry as one JSON line: seq, at, the entry's fields, previous_hash, hash.
+    Export {
+        /// The file to write (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Runs an `audit` action against the store file `store`: exit code 0 when
+/// the chain is intact (or exported), 1 when it is broken.
+pub(crate) fn run(
+    action: AuditAction,
+    store: &Path,
+    out: &mut dyn Write,
+) -> Result<ExitCode, Error> {
+    match action {
+        AuditAction::Verify {
+            expect_head,
+            output,
+        } => {
+            let report = audit::verify(store, expect_head.as_ref())?;
+            match output {
+                Output::Json => write_json(out, &report, true)?,
+                Output::Text => write_report(out, &report)?,
+            }
+            Ok(if report.intact {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        AuditAction::Export { output: None } => {
+            audit::export(store, out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditAction::Export { output: Some(file) } => {
+            let created = File::create(&file).map_err(|source| Error::Io {
+                context: format!("creating {}", file.display()),
+                source,
+            })?;
+            let mut writer = BufWriter::new(created);
+            let written = audit::export(store, &mut writer)?;
+            writer.flush().map_err(|source| Error::Io {
+                context: format!("writing {}", file.display()),
+                source,
+            })?;
+            writeln!(out, "{written} audit entries written to {}", file.display())
+                .map_err(write_failed)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn write_report(out: &mut dyn Write, report: &VerifyReport) -> Result<(), Error> {
+    let head = match &report.head {
+        Some(head) => format!("head {head}"),
+        None => "empty".to_owned(),
+    };
+    match &report.first_broken {
+        None => writeln!(out, "audit log intact: {} entries, {head}", report.entries),
+        Some(broken) => writeln!(
+            out,
+            "audit log broken at entry {} ({}): {}\n{} entries read, {head}",
+            broken.seq, broken.problem, broken.detail, report.entries
+        ),
+    }
+    .map_err(write_failed)
+}

@@ -1,0 +1,952 @@
+//! The pipeline behind every endpoint, whatever the transport (HTTP or gRPC):
+//! decode → validate → authorise → consent → minimise → enqueue, as
+//! `DESIGN.md` draws it. The server modules only authenticate the caller and
+//! translate requests and answers; everything a referral goes through is here.
+//!
+//! Each stage runs in a `tracing` span named after it. Spans and audit entries
+//! carry ids, codes and field paths only.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tracing::{Instrument, info_span};
+
+use crate::audit::{AuditEntry, AuditKind};
+use crate::config::{GatewayConfig, Organisation};
+use crate::consent::{self, ConsentEvent, ConsentEventKind, ConsentRecord, Purpose, RecordId};
+use crate::decision::{
+    self, Decision, Grant, LegalBasis, MinimisationReport, Refusal, RefusalReason,
+};
+use crate::error::{Error, Violation};
+use crate::formats::csv_mapping::CsvFormat;
+use crate::formats::{self, Context, FormatOptions};
+use crate::model::categories::DataCategory;
+use crate::model::ids::{ReferralId, Siret};
+use crate::model::status::{Status, StatusEvent};
+use crate::model::{Message, Translated, v2};
+use crate::policy::{MessageKind, Policy};
+use crate::store::{
+    Accepted, ConsentStore, NewReferral, NewStatusEvent, Outgoing, ReferralStore, SqliteStore,
+    Stored, StoredReferral, Written,
+};
+use crate::telemetry::Metrics;
+use crate::validate::Limits;
+
+/// The store the gateway runs on.
+pub type Store = SqliteStore;
+
+/// Formats a referral may arrive in over the API.
+pub const INPUT_FORMATS: &[&str] = &[
+    "passerelle-v1",
+    "passerelle-v2",
+    "passerelle-proto-v1",
+    "passerelle-proto-v2",
+    "dora",
+    "csv",
+];
+
+/// The gateway: configuration, store and metrics, shared by every request.
+#[derive(Debug)]
+pub struct Gateway {
+    config: GatewayConfig,
+    store: Arc<Store>,
+    metrics: Metrics,
+}
+
+/// A referral submission as it arrives: bytes in a named format.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The input format (one of [`INPUT_FORMATS`]).
+    pub format: String,
+    /// The document (or CSV file).
+    pub body: Vec<u8>,
+    /// The recipient, for formats that do not name it (DORA, CSV).
+    pub recipient: Option<String>,
+    /// The mapping, for CSV (a file stem in the mappings folder).
+    pub mapping: Option<String>,
+}
+
+/// The answer to an accepted referral (HTTP 202).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SubmitAnswer {
+    /// The referral id.
+    pub referral_id: String,
+    /// Its delivery state (`queued` when just accepted).
+    pub state: String,
+    /// Whether this answer replays an earlier identical submission (sent as
+    /// the `Idempotent-Replayed` header, so the body is the same both times).
+    #[serde(skip)]
+    pub replayed: bool,
+    /// What the decision did.
+    pub decision: DecisionReport,
+}
+
+/// The decision report of an accepted referral: what left and under what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct DecisionReport {
+    /// The policy applied.
+    pub policy_id: String,
+    /// Its version.
+    pub policy_version: String,
+    /// Field paths removed.
+    pub removed: Vec<String>,
+    /// Field paths pseudonymised.
+    pub pseudonymised: Vec<String>,
+    /// Field paths replaced by a derived value.
+    pub derived: Vec<String>,
+    /// The consent record the data leaves under.
+    pub consent_record_id: String,
+    /// The GDPR Art. 6 basis.
+    pub legal_basis: LegalBasis,
+}
+
+/// One row of a CSV batch: its line and its own answer.
+#[derive(Debug)]
+pub struct RowAnswer {
+    /// The 1-based line of the row.
+    pub line: Option<u64>,
+    /// Accepted, or why not.
+    pub result: Result<SubmitAnswer, Error>,
+}
+
+/// The caller's part in a referral.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The organisation that sent it: sees it all.
+    Sender,
+    /// The organisation it is addressed to: sees the minimised copy.
+    Recipient,
+}
+
+/// What an organisation sees of a referral.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferralView {
+    /// The referral id.
+    pub referral_id: String,
+    /// `sender` (the full referral as sent) or `recipient` (the minimised copy).
+    pub role: Role,
+    /// The delivery state.
+    pub state: String,
+    /// When the gateway accepted it.
+    pub accepted_at: String,
+    /// The referral, as the caller may see it.
+    pub referral: serde_json::Value,
+    /// The decision report (sender only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<serde_json::Value>,
+    /// The status events, oldest first.
+    pub events: Vec<serde_json::Value>,
+}
+
+/// The answer to a status event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventAnswer {
+    /// The event id.
+    pub event_id: String,
+    /// The referral it is about.
+    pub referral_id: String,
+    /// Whether it replays an earlier identical event.
+    pub replayed: bool,
+    /// Whether it is queued for the other party (false when its policy refused it).
+    pub forwarded: bool,
+}
+
+/// The answer to a stored consent record or event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsentAnswer {
+    /// The record id.
+    pub record_id: String,
+    /// Whether the record was already stored identically.
+    pub replayed: bool,
+    /// The record's state now (`active`, `withdrawn`, ...).
+    pub state: &'static str,
+}
+
+impl Gateway {
+    /// A gateway over an open store.
+    pub fn new(config: GatewayConfig, store: Arc<Store>, metrics: Metrics) -> Self {
+        Self {
+            config,
+            store,
+            metrics,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_bytes: self.config.server.max_body_bytes,
+            max_depth: self.config.server.max_json_depth,
+        }
+    }
+
+    /// Submits one referral document (every format but CSV).
+    pub async fn submit(
+        &self,
+        caller: &Organisation,
+        submission: Submission,
+    ) -> Result<SubmitAnswer, Error> {
+        if submission.format == "csv" {
+            return Err(Error::UnsupportedFormat(
+                "csv is a batch format: it answers per row".to_owned(),
+            ));
+        }
+        let mut rows = self.submit_batch(caller, submission).await?;
+        match (rows.pop(), rows.is_empty()) {
+            (Some(row), true) => row.result,
+            _ => Err(Error::Internal(
+                "a single document decoded into several records".to_owned(),
+            )),
+        }
+    }
+
+    /// Submits a document or a CSV batch: one answer per record. A row is
+    /// accepted or refused on its own (the API says so: a batch is not atomic).
+    pub async fn submit_batch(
+        &self,
+        caller: &Organisation,
+        submission: Submission,
+    ) -> Result<Vec<RowAnswer>, Error> {
+        let format = submission.format.clone();
+        let decoded =
+            info_span!("decode", format = %format).in_scope(|| self.decode(caller, &submission))?;
+        let mut answers = Vec::with_capacity(decoded.len());
+        for (line, result) in decoded {
+            let result = match result {
+                Ok(translated) => self.submit_decoded(caller, &format, translated.value).await,
+                Err(error) => {
+                    self.metrics.referral_refused("invalid");
+                    Err(error)
+                }
+            };
+            answers.push(RowAnswer { line, result });
+        }
+        Ok(answers)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn decode(
+        &self,
+        caller: &Organisation,
+        submission: &Submission,
+    ) -> Result<Vec<(Option<u64>, Result<Translated<Message>, Error>)>, Error> {
+        if !INPUT_FORMATS.contains(&submission.format.as_str()) {
+            return Err(Error::UnsupportedFormat(format!(
+                "\"{}\" is not an input format of the API; use one of {}",
+                submission.format,
+                INPUT_FORMATS.join(", ")
+            )));
+        }
+        let recipient = match &submission.recipient {
+            None => None,
+            Some(siret) => Some(self.recipient_by_siret(siret, "recipient")?.party.clone()),
+        };
+        let context = Context {
+            now: Utc::now(),
+            sender: Some(caller.party.clone()),
+            recipient,
+            referral_id: None,
+            limits: self.limits(),
+        };
+        let needs_recipient = matches!(submission.format.as_str(), "dora" | "csv");
+        if needs_recipient && context.recipient.is_none() {
+            return Err(Error::invalid(
+                "",
+                "recipient-required",
+                format!(
+                    "the {} format does not name the recipient: give its SIRET as the recipient parameter",
+                    submission.format
+                ),
+            ));
+        }
+        let adapter: Box<dyn formats::Format> = if submission.format == "csv" {
+            let name = submission.mapping.as_deref().ok_or_else(|| {
+                Error::invalid(
+                    "",
+                    "mapping-required",
+                    format!(
+                        "a CSV batch needs the mapping parameter; known mappings: {}",
+                        self.mapping_names()
+                    ),
+                )
+            })?;
+            let mapping = self.config.mappings.get(name).ok_or_else(|| {
+                Error::invalid(
+                    "",
+                    "unknown-mapping",
+                    format!(
+                        "no mapping named \"{name}\"; known mappings: {}",
+                        self.mapping_names()
+                    ),
+                )
+            })?;
+            Box::new(CsvFormat::new(mapping.clone()))
+        } else {
+            formats::by_name(&submission.format, &FormatOptions::default())?
+        };
+        let records = adapter.decode(Box::new(submission.body.as_slice()), &context)?;
+        Ok(records.map(|record| (record.line, record.result)).collect())
+    }
+
+    fn mapping_names(&self) -> String {
+        let names: Vec<&str> = self.config.mappings.keys().map(String::as_str).collect();
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    fn recipient_by_siret(&self, siret: &str, pointer: &str) -> Result<&Organisation, Error> {
+        let parsed = Siret::parse(siret)
+            .map_err(|error| Error::invalid(pointer, "siret", format!("not a SIRET: {error}")))?;
+        self.config.organisations.by_siret(&parsed).ok_or_else(|| {
+            Error::invalid(
+                pointer,
+                "unknown-recipient",
+                "no organisation with this SIRET is connected to the gateway",
+            )
+        })
+    }
+
+    async fn submit_decoded(
+        &self,
+        caller: &Organisation,
+        format: &str,
+        message: Message,
+    ) -> Result<SubmitAnswer, Error> {
+        let Message::Referral(referral) = message else {
+            return Err(Error::invalid(
+                "/schema_version",
+                "referral-expected",
+                "this endpoint takes referrals; status events go to /v1/referrals/{id}/events",
+            ));
+        };
+        let referral_id = referral.referral_id.to_string();
+        let span = info_span!("submit_referral", referral_id = %referral_id, format = %format);
+        let result = self
+            .submit_referral(caller, format, *referral)
+            .instrument(span.clone())
+            .await;
+        span.in_scope(|| match &result {
+            Ok(answer) if !answer.replayed => {
+                tracing::info!(state = %answer.state, "referral accepted");
+                self.metrics.referral_accepted(metric_format(format));
+            }
+            Ok(_) => tracing::info!("referral replayed: already accepted with the same content"),
+            Err(error) => {
+                let code = match error {
+                    Error::Refused(refusal) => refusal.reason.code(),
+                    error => error_code(error),
+                };
+                tracing::info!(reason = code, "referral refused");
+                self.metrics.referral_refused(code);
+            }
+        });
+        result
+    }
+
+    async fn submit_referral(
+        &self,
+        caller: &Organisation,
+        format: &str,
+        referral: v2::Referral,
+    ) -> Result<SubmitAnswer, Error> {
+        let referral_id = referral.referral_id.to_string();
+        let recipient = info_span!("authorise").in_scope(|| {
+            if referral.sender.organisation.siret != caller.party.siret {
+                return Err(Error::Forbidden(
+                    "the referral names another organisation as its sender; an organisation sends only its own referrals"
+                        .to_owned(),
+                ));
+            }
+            self.recipient_by_siret(
+                referral.recipient.organisation.siret.as_str(),
+                "/recipient/organisation/siret",
+            )
+        })?;
+        let now = Utc::now();
+        let purpose = Purpose::orientation();
+        let record = self
+            .consent_for(&referral, format, now)
+            .instrument(info_span!("consent"))
+            .await?;
+        let policy = self.policy_for(recipient, MessageKind::Referral, purpose.as_str());
+        let decision = info_span!("minimise").in_scope(|| match policy {
+            None => Decision::Refuse(Refusal::new(
+                RefusalReason::PolicyNotApplicable,
+                format!(
+                    "no minimisation policy covers recipient {} for purpose {}",
+                    recipient.id,
+                    purpose.as_str()
+                ),
+            )),
+            Some(policy) => decision::decide(
+                &referral,
+                &caller.party,
+                &recipient.party,
+                &purpose,
+                record.as_ref(),
+                policy,
+                &self.config.keys,
+                now,
+            ),
+        });
+        let forward = match decision {
+            Decision::Refuse(refusal) => {
+                let mut entry = AuditEntry::new(AuditKind::ReferralRefused)
+                    .actor(&caller.id)
+                    .referral(&referral_id)
+                    .recipient(&recipient.id)
+                    .reason(refusal.reason.code());
+                if let Some(record) = &record {
+                    entry = entry.consent_record(record.record_id);
+                }
+                if let Some(policy) = policy {
+                    entry = entry.policy(policy.id(), policy.version());
+                }
+                self.store.audit(entry).await?;
+                return Err(Error::Refused(refusal));
+            }
+            Decision::Forward(forward) => forward,
+        };
+        let report = DecisionReport {
+            policy_id: forward.report.policy_id.clone(),
+            policy_version: forward.report.policy_version.clone(),
+            removed: forward.report.removed.clone(),
+            pseudonymised: forward.report.pseudonymised.clone(),
+            derived: forward.report.derived.clone(),
+            consent_record_id: forward.grant.record_id.clone(),
+            legal_basis: forward.grant.basis,
+        };
+        let accepted = AuditEntry::new(AuditKind::ReferralAccepted)
+            .actor(&caller.id)
+            .referral(&referral_id)
+            .recipient(&recipient.id)
+            .consent_record(&report.consent_record_id)
+            .minimisation(&forward.report);
+        let replayed = AuditEntry::new(AuditKind::ReferralReplayed)
+            .actor(&caller.id)
+            .referral(&referral_id);
+        let new = NewReferral {
+            referral_id: referral_id.clone(),
+            sender: caller.id.clone(),
+            recipient: recipient.id.clone(),
+            fingerprint: fingerprint_referral(&referral, format)?,
+            input_format: format.to_owned(),
+            referral: to_json(&referral)?,
+            minimised: to_json(&forward.referral)?,
+            decision: to_json(&report)?,
+            consent_record_id: Some(report.consent_record_id.clone()),
+            accepted_at: now,
+        };
+        let stored = self
+            .store
+            .accept_referral(new, accepted, replayed)
+            .instrument(info_span!("enqueue"))
+            .await?;
+        let (stored, replayed) = match stored {
+            Accepted::New(stored) => (stored, false),
+            Accepted::Replayed(stored) => (stored, true),
+        };
+        if let Ok(depth) = self.store.queue_depth().await {
+            self.metrics.set_queue_depth(depth);
+        }
+        Ok(SubmitAnswer {
+            referral_id,
+            state: stored.state,
+            replayed,
+            decision: if replayed {
+                serde_json::from_str(&stored.decision).map_err(|_| {
+                    Error::Internal("store: a stored decision report is unreadable".to_owned())
+                })?
+            } else {
+                report
+            },
+        })
+    }
+
+    /// The consent record a referral leaves under: the one it references, or
+    /// for DORA the public-task record standing for its commitment (stored).
+    async fn consent_for(
+        &self,
+        referral: &v2::Referral,
+        format: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ConsentRecord>, Error> {
+        if format == "dora" {
+            let record = consent::from_dora_commitment(referral, now);
+            let record_id = record.record_id;
+            match self.store.put_record(record).await {
+                Ok(_) | Err(Error::Conflict(_)) => {}
+                Err(error) => return Err(error),
+            }
+            return self.store.record(record_id).await;
+        }
+        let Some(reference) = referral.consent_reference.as_deref() else {
+            return Ok(None);
+        };
+        match RecordId::for_reference(reference) {
+            Ok(record_id) => self.store.record(record_id).await,
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn policy_for(
+        &self,
+        recipient: &Organisation,
+        message: MessageKind,
+        purpose: &str,
+    ) -> Option<&Policy> {
+        self.config.policies.iter().find(|policy| {
+            policy.message() == message && policy.applies_to(&recipient.party, purpose)
+        })
+    }
+
+    /// The referral and the caller's role in it; [`Error::NotFound`] for an
+    /// organisation that is neither its sender nor its recipient, exactly as
+    /// for an id that does not exist.
+    async fn visible_referral(
+        &self,
+        caller: &Organisation,
+        referral_id: &str,
+    ) -> Result<(StoredReferral, Role), Error> {
+        let not_found = || Error::NotFound(format!("referral {referral_id}"));
+        let id = ReferralId::parse(referral_id).map_err(|_| not_found())?;
+        let stored = self
+            .store
+            .referral(id.to_string())
+            .await?
+            .ok_or_else(not_found)?;
+        let role = if stored.sender == caller.id {
+            Role::Sender
+        } else if stored.recipient == caller.id {
+            Role::Recipient
+        } else {
+            return Err(not_found());
+        };
+        Ok((stored, role))
+    }
+
+    /// What `caller` may see of a referral: the sender everything, the
+    /// recipient the minimised copy (the read is audited); anyone else
+    /// [`Error::NotFound`], exactly as if it did not exist.
+    pub async fn referral(
+        &self,
+        caller: &Organisation,
+        referral_id: &str,
+    ) -> Result<ReferralView, Error> {
+        let (stored, role) = self.visible_referral(caller, referral_id).await?;
+        if role == Role::Recipient {
+            let entry = AuditEntry::new(AuditKind::ReferralRead)
+                .actor(&caller.id)
+                .referral(&stored.referral_id);
+            self.store.audit(entry).await?;
+        }
+        view(stored, role)
+    }
+
+    /// Records a status event about a referral, posted by its recipient (or a
+    /// withdrawal by its sender), and queues it, minimised, for the other party.
+    pub async fn post_event(
+        &self,
+        caller: &Organisation,
+        referral_id: &str,
+        format: &str,
+        body: &[u8],
+    ) -> Result<EventAnswer, Error> {
+        let (stored, role) = self.visible_referral(caller, referral_id).await?;
+        let role_sender = role == Role::Sender;
+        let id = ReferralId::parse(&stored.referral_id)
+            .map_err(|_| Error::Internal("store: a stored referral id is unreadable".to_owned()))?;
+        let context = Context {
+            now: Utc::now(),
+            sender: Some(caller.party.clone()),
+            recipient: None,
+            referral_id: Some(id),
+            limits: self.limits(),
+        };
+        let event = info_span!("decode", format = %format).in_scope(|| {
+            let adapter: Box<dyn formats::Format> = match format {
+                "passerelle-v1" | "passerelle-v2" | "france-travail" => {
+                    formats::by_name(format, &FormatOptions::default())?
+                }
+                other => {
+                    return Err(Error::UnsupportedFormat(format!(
+                        "\"{other}\" is not a status event format; use passerelle-v2 (status/v1 JSON) or france-travail (a decision)"
+                    )));
+                }
+            };
+            let mut records = adapter.decode(Box::new(body), &context)?;
+            match records.next().map(|record| record.result) {
+                Some(Ok(Translated {
+                    value: Message::Status(event),
+                    ..
+                })) => Ok(*event),
+                Some(Ok(_)) => Err(Error::invalid(
+                    "/schema_version",
+                    "status-event-expected",
+                    "this endpoint takes status events (passerelle.status.v1)",
+                )),
+                Some(Err(error)) => Err(error),
+                None => Err(Error::invalid("", "empty", "no status event in the body")),
+            }
+        })?;
+        if event.referral_id != id {
+            return Err(Error::invalid(
+                "/referral_id",
+                "referral-id-mismatch",
+                "the event is about another referral than the one in the URL",
+            ));
+        }
+        if event.author_siret != caller.party.siret {
+            return Err(Error::Forbidden(
+                "the event names another organisation as its author".to_owned(),
+            ));
+        }
+        if role_sender && event.status != Status::Withdrawn {
+            return Err(Error::Forbidden(
+                "the sender of a referral may only withdraw it; other statuses come from its recipient"
+                    .to_owned(),
+            ));
+        }
+        let destination = if role_sender {
+            &stored.recipient
+        } else {
+            &stored.sender
+        };
+        let forward = self.forward_event(&event, destination, &stored).await;
+        let now = Utc::now();
+        let mut audit = AuditEntry::new(AuditKind::StatusEventRecorded)
+            .actor(&caller.id)
+            .referral(&stored.referral_id)
+            .event(event.event_id.to_string())
+            .event_kind(event.status.wire_name())
+            .recipient(destination);
+        let forwarded = match &forward {
+            Ok((_, report)) => {
+                audit = audit.minimisation(report);
+                true
+            }
+            Err(refusal) => {
+                // Recorded, not forwarded: the destination's policy refused it.
+                audit = audit.reason(refusal.reason.code());
+                false
+            }
+        };
+        let new = NewStatusEvent {
+            event_id: event.event_id.to_string(),
+            referral_id: stored.referral_id.clone(),
+            author: caller.id.clone(),
+            status: event.status.wire_name().to_owned(),
+            occurred_at: event.occurred_at,
+            fingerprint: fingerprint(&to_json(&event)?),
+            event: to_json(&event)?,
+            recorded_at: now,
+            forward: forward.ok().map(|(payload, _)| Outgoing {
+                destination: destination.clone(),
+                payload,
+            }),
+        };
+        let written = self
+            .store
+            .record_status_event(new, audit)
+            .instrument(info_span!("enqueue"))
+            .await?;
+        self.metrics.status_event(event.status.wire_name());
+        Ok(EventAnswer {
+            event_id: event.event_id.to_string(),
+            referral_id: stored.referral_id,
+            replayed: written == Written::AlreadyWritten,
+            forwarded,
+        })
+    }
+
+    /// The event minimised for `destination` by its status policy, as JSON,
+    /// with the minimisation report.
+    async fn forward_event(
+        &self,
+        event: &StatusEvent,
+        destination: &str,
+        stored: &StoredReferral,
+    ) -> Result<(String, MinimisationReport), Refusal> {
+        let organisation = self
+            .config
+            .organisations
+            .by_id(destination)
+            .ok_or_else(|| {
+                Refusal::new(
+                    RefusalReason::PolicyNotApplicable,
+                    "the destination is no longer connected to the gateway",
+                )
+            })?;
+        let purpose = Purpose::status_follow_up();
+        let policy = self
+            .policy_for(organisation, MessageKind::Status, purpose.as_str())
+            .ok_or_else(|| {
+                Refusal::new(
+                    RefusalReason::PolicyNotApplicable,
+                    format!(
+                        "no status policy covers {} for purpose {}",
+                        organisation.id,
+                        purpose.as_str()
+                    ),
+                )
+            })?;
+        // A status event carries codes and dates, no personal data but its
+        // free-text comment: it leaves with the non-personal categories only,
+        // whatever the consent record says.
+        let grant = Grant {
+            record_id: stored.consent_record_id.clone().unwrap_or_default(),
+            basis: LegalBasis::PublicTask,
+            special_category_basis: None,
+            categories: DataCategory::ALL
+                .iter()
+                .copied()
+                .filter(|category| !category.is_personal())
+                .collect(),
+        };
+        let (minimised, report) = policy.minimise_status(event, &grant, &self.config.keys)?;
+        let json = to_json(&minimised).map_err(|_| {
+            Refusal::new(
+                RefusalReason::PolicyNotApplicable,
+                "the minimised event could not be encoded",
+            )
+        })?;
+        Ok((json, report))
+    }
+
+    /// Stores a consent record posted by one of its controllers or its collector.
+    pub async fn put_consent(
+        &self,
+        caller: &Organisation,
+        body: &[u8],
+    ) -> Result<ConsentAnswer, Error> {
+        let record = ConsentRecord::parse(body, &self.limits())?;
+        if !may_manage(caller, &record) {
+            return Err(Error::Forbidden(
+                "only a controller named in the record, or the organisation that collected it, may store it"
+                    .to_owned(),
+            ));
+        }
+        let record_id = record.record_id;
+        let event_count = record.events.len();
+        let stored = self.store.put_record(record.clone()).await?;
+        let entry = AuditEntry::new(AuditKind::ConsentRecorded)
+            .actor(&caller.id)
+            .consent_record(record_id);
+        if stored == Stored::Inserted {
+            self.store.audit(entry).await?;
+        }
+        let current = self
+            .store
+            .record(record_id)
+            .await?
+            .unwrap_or_else(|| record.clone());
+        debug_assert!(current.events.len() >= event_count);
+        Ok(ConsentAnswer {
+            record_id: record_id.to_string(),
+            replayed: stored == Stored::AlreadyStored,
+            state: current.state_at(Utc::now()).as_str(),
+        })
+    }
+
+    /// A consent record, for its controllers, its collector and the
+    /// recipients it covers; [`Error::NotFound`] for anyone else.
+    pub async fn consent(
+        &self,
+        caller: &Organisation,
+        record_id: &str,
+    ) -> Result<ConsentRecord, Error> {
+        let not_found = || Error::NotFound(format!("consent record {record_id}"));
+        let id = RecordId::parse(record_id).map_err(|_| not_found())?;
+        let record = self.store.record(id).await?.ok_or_else(not_found)?;
+        if may_manage(caller, &record)
+            || record.covers_recipient(&caller.party.siret, caller.party.kind)
+        {
+            Ok(record)
+        } else {
+            Err(not_found())
+        }
+    }
+
+    /// Appends an event (withdrawn, objected, renewed ...) to a consent
+    /// record. Controllers and the collector may append any event; a recipient
+    /// the record covers may record a withdrawal or an objection it received.
+    pub async fn append_consent_event(
+        &self,
+        caller: &Organisation,
+        record_id: &str,
+        body: &[u8],
+    ) -> Result<ConsentAnswer, Error> {
+        let not_found = || Error::NotFound(format!("consent record {record_id}"));
+        let id = RecordId::parse(record_id).map_err(|_| not_found())?;
+        let record = self.store.record(id).await?.ok_or_else(not_found)?;
+        let manager = may_manage(caller, &record);
+        let recipient = record.covers_recipient(&caller.party.siret, caller.party.kind);
+        if !manager && !recipient {
+            return Err(not_found());
+        }
+        let document = crate::validate::parse_json(body, &self.limits())?;
+        let event: ConsentEvent = crate::validate::typed(&document)?;
+        if event.recorded_by != caller.party.siret {
+            return Err(Error::Forbidden(
+                "the event names another organisation in recorded_by".to_owned(),
+            ));
+        }
+        let stopping = matches!(
+            event.kind,
+            ConsentEventKind::Withdrawn | ConsentEventKind::Objected
+        );
+        if !manager && !stopping {
+            return Err(Error::Forbidden(
+                "a recipient may record a withdrawal or an objection, not other consent events"
+                    .to_owned(),
+            ));
+        }
+        let kind = event.kind;
+        self.store.append_event(id, event).await?;
+        let entry = AuditEntry::new(AuditKind::ConsentEventRecorded)
+            .actor(&caller.id)
+            .consent_record(id)
+            .event_kind(kind.wire_name());
+        self.store.audit(entry).await?;
+        let current = self.store.record(id).await?.ok_or_else(not_found)?;
+        Ok(ConsentAnswer {
+            record_id: id.to_string(),
+            replayed: false,
+            state: current.state_at(Utc::now()).as_str(),
+        })
+    }
+
+    /// Whether the store answers (for `/readyz`).
+    pub async fn ready(&self) -> Result<(), Error> {
+        self.store.queue_depth().await.map(|_| ())
+    }
+}
+
+fn may_manage(caller: &Organisation, record: &ConsentRecord) -> bool {
+    record.controllers.contains(&caller.party.siret)
+        || record
+            .collection
+            .as_ref()
+            .is_some_and(|collection| collection.collected_by == caller.party.siret)
+}
+
+fn view(stored: StoredReferral, role: Role) -> Result<ReferralView, Error> {
+    let unreadable = || Error::Internal("store: a stored referral is unreadable".to_owned());
+    let document = match role {
+        Role::Sender => &stored.referral,
+        Role::Recipient => &stored.minimised,
+    };
+    let referral = serde_json::from_str(document).map_err(|_| unreadable())?;
+    let decision = if role == Role::Sender {
+        Some(serde_json::from_str(&stored.decision).map_err(|_| unreadable())?)
+    } else {
+        None
+    };
+    let events = stored
+        .events
+        .iter()
+        .map(|event| serde_json::from_str(&event.event).map_err(|_| unreadable()))
+        .collect::<Result<_, _>>()?;
+    Ok(ReferralView {
+        referral_id: stored.referral_id,
+        role,
+        state: stored.state,
+        accepted_at: stored.accepted_at,
+        referral,
+        decision,
+        events,
+    })
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, Error> {
+    serde_json::to_string(value).map_err(|error| Error::Internal(format!("encoding JSON: {error}")))
+}
+
+fn fingerprint(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The idempotency fingerprint of a referral: its canonical form, with the
+/// creation time left out for formats that do not carry one (DORA, CSV stamp
+/// the time of reading, which differs on a retry).
+fn fingerprint_referral(referral: &v2::Referral, format: &str) -> Result<String, Error> {
+    if matches!(format, "dora" | "csv") {
+        let mut stable = referral.clone();
+        stable.created_at = DateTime::<Utc>::UNIX_EPOCH;
+        return Ok(fingerprint(&to_json(&stable)?));
+    }
+    Ok(fingerprint(&to_json(referral)?))
+}
+
+/// The format name as a metric attribute (a fixed set: never caller input).
+fn metric_format(format: &str) -> &'static str {
+    INPUT_FORMATS
+        .iter()
+        .find(|name| **name == format)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// A stable code for an error, as a metric attribute.
+pub fn error_code(error: &Error) -> &'static str {
+    match error {
+        Error::Invalid(_) => "invalid",
+        Error::Malformed { .. } => "malformed",
+        Error::TooLarge { .. } => "too-large",
+        Error::TooDeep { .. } => "too-deep",
+        Error::UnsupportedFormat(_) => "unsupported-format",
+        Error::Config { .. } => "configuration",
+        Error::Io { .. } => "io",
+        Error::NotFound(_) => "not-found",
+        Error::Conflict(_) => "conflict",
+        Error::Unauthenticated(_) => "unauthenticated",
+        Error::Forbidden(_) => "forbidden",
+        Error::RateLimited { .. } => "rate-limited",
+        Error::Refused(refusal) => refusal.reason.code(),
+        Error::IdempotencyKeyReused(_) => "idempotency-key-reused",
+        Error::Unavailable(_) => "unavailable",
+        Error::Internal(_) => "internal",
+    }
+}
+
+/// Violations of a CSV row located at its line, for batch answers.
+pub fn at_line(error: Error, line: Option<u64>) -> Error {
+    match (error, line) {
+        (Error::Invalid(violations), Some(line)) => Error::Invalid(
+            violations
+                .into_iter()
+                .map(|violation| {
+                    if violation.line.is_some() {
+                        violation
+                    } else {
+                        Violation {
+                            line: Some(line),
+                            ..violation
+                        }
+                    }
+                })
+                .collect(),
+        ),
+        (error, _) => error,
+    }
+}

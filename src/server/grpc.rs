@@ -1,0 +1,1062 @@
+//! The gRPC API `passerelle.gateway.v1` (`proto/passerelle/gateway/v1/gateway.proto`),
+//! with the standard health and reflection services, mounted on the same
+//! router (and port) as the HTTP API.
+//!
+//! Each method authenticates the caller as HTTP does, turns the typed request
+//! into the document the HTTP API takes, calls the same
+//! [`Gateway`](crate::gateway::Gateway) method, and types its answer:
+//! - a referral is re-encoded and submitted as `passerelle-proto-v1`/`-v2`, so
+//!   the protobuf adapter, the schema and every pipeline check apply;
+//! - status events and consent records go through their proto3 JSON form
+//!   (the canonical JSON of `docs/json-mapping.md`), written from the
+//!   descriptors (`proto_json` below).
+//! - answers are typed back from the gateway's canonical values.
+//!
+//! Errors are [`grpc_status`] of the one error type. Field violations are JSON
+//! pointers from the request message: the gateway's pointers into the document
+//! are prefixed with the request field that carries it (`/referral_v2`,
+//! `/event`, `/record`).
+//!
+//! prost drops unknown fields silently, which every other ingress refuses:
+//! [`StrictCodec`] decodes each request a second time against the descriptors
+//! and refuses any field number the API does not define, at any depth.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use prost::bytes::Buf;
+use prost::{Message, Name};
+use prost_reflect::{DescriptorPool, DynamicMessage, ReflectMessage};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::service::Routes;
+use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::Instrument;
+
+use super::AppState;
+use super::auth::PeerIdentity;
+use super::problem::{grpc_status, wire_form};
+use crate::config::Organisation;
+use crate::decision::LegalBasis;
+use crate::error::{Error, Violation};
+use crate::gateway::{DecisionReport, ReferralView, Role, Submission};
+use crate::model::proto::{consent_v1, referral_v2, status_v1};
+use crate::model::status::StatusEvent;
+use crate::model::v2;
+
+use self::gateway_v1::consent_service_server::{ConsentService, ConsentServiceServer};
+use self::gateway_v1::referral_service_server::{ReferralService, ReferralServiceServer};
+use self::gateway_v1::submit_referral_request::Referral as SubmittedReferral;
+
+/// `passerelle.gateway.v1`: messages, servers and clients.
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    unused_qualifications,
+    clippy::all,
+    clippy::pedantic
+)]
+pub mod gateway_v1 {
+    include!(concat!(env!("OUT_DIR"), "/passerelle.gateway.v1.rs"));
+}
+
+/// The encoded `FileDescriptorSet` of the gateway API and everything it
+/// imports (for reflection and the request checks).
+pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/passerelle_gateway_descriptor.bin"
+));
+
+/// The gRPC services: `passerelle.gateway.v1`, health (each service reported
+/// serving) and reflection (v1). Requests are limited to the configured body
+/// size. The routes have no fallback of their own, so that they merge into the
+/// HTTP router (whose fallback answers unknown paths).
+pub fn routes(state: AppState) -> Routes {
+    let limit = usize::try_from(state.gateway.config().server.max_body_bytes).unwrap_or(usize::MAX);
+    let referrals = ReferralServiceServer::new(Referrals {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(limit);
+    let consents = ConsentServiceServer::new(Consents { state }).max_decoding_message_size(limit);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for service in [
+        gateway_v1::referral_service_server::SERVICE_NAME,
+        gateway_v1::consent_service_server::SERVICE_NAME,
+    ] {
+        set_serving_now(&reporter, service);
+    }
+    let routes = Routes::from(axum::Router::new())
+        .add_service(health)
+        .add_service(referrals)
+        .add_service(consents);
+    match tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+    {
+        Ok(reflection) => routes.add_service(reflection),
+        Err(error) => {
+            // The descriptor sets are compiled in and checked by a unit test:
+            // failing here is a build defect, not a reason to refuse to serve.
+            tracing::error!(error = %error, "gRPC reflection is unavailable");
+            routes
+        }
+    }
+}
+
+/// Sets a service's health status on a reporter no one else holds yet.
+/// The reporter's setters are async only because they take a tokio lock; a
+/// lock nobody else can hold is free at the first poll, so one poll settles
+/// it (unconstrained, so that a spent task budget cannot make it wait) and
+/// `routes` stays a plain function.
+fn set_serving_now(reporter: &HealthReporter, service: &str) {
+    let update = std::pin::pin!(tokio::task::unconstrained(
+        reporter.set_service_status(service, ServingStatus::Serving)
+    ));
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    if update.poll(&mut context).is_pending() {
+        tracing::error!(service, "the gRPC health status could not be set");
+    }
+}
+
+// ------------------------------------------------------------------ services
+
+/// `passerelle.gateway.v1.ReferralService` over the gateway.
+#[derive(Debug, Clone)]
+pub struct Referrals {
+    state: AppState,
+}
+
+/// `passerelle.gateway.v1.ConsentService` over the gateway.
+#[derive(Debug, Clone)]
+pub struct Consents {
+    state: AppState,
+}
+
+const SUBMIT_REFERRAL: &str = "/passerelle.gateway.v1.ReferralService/SubmitReferral";
+const GET_REFERRAL: &str = "/passerelle.gateway.v1.ReferralService/GetReferral";
+const POST_STATUS_EVENT: &str = "/passerelle.gateway.v1.ReferralService/PostStatusEvent";
+const PUT_CONSENT: &str = "/passerelle.gateway.v1.ConsentService/PutConsent";
+const GET_CONSENT: &str = "/passerelle.gateway.v1.ConsentService/GetConsent";
+const APPEND_CONSENT_EVENT: &str = "/passerelle.gateway.v1.ConsentService/AppendConsentEvent";
+
+/// The fully qualified proto messages carried as JSON documents.
+const STATUS_EVENT: &str = "passerelle.status.v1.StatusEvent";
+const CONSENT_RECORD: &str = "passerelle.consent.v1.ConsentRecord";
+const CONSENT_EVENT: &str = "passerelle.consent.v1.ConsentEvent";
+
+#[tonic::async_trait]
+impl ReferralService for Referrals {
+    async fn submit_referral(
+        &self,
+        request: Request<gateway_v1::SubmitReferralRequest>,
+    ) -> Result<Response<gateway_v1::SubmitReferralResponse>, Status> {
+        let gateway = &self.state.gateway;
+        answer(
+            &self.state,
+            SUBMIT_REFERRAL,
+            request,
+            |caller, request| async move {
+                let (format, field, body) = match request.referral {
+                    Some(SubmittedReferral::ReferralV1(referral)) => (
+                        "passerelle-proto-v1",
+                        "referral_v1",
+                        referral.encode_to_vec(),
+                    ),
+                    Some(SubmittedReferral::ReferralV2(referral)) => (
+                        "passerelle-proto-v2",
+                        "referral_v2",
+                        referral.encode_to_vec(),
+                    ),
+                    None => {
+                        return Err(Error::invalid(
+                            "/referral_v2",
+                            "required",
+                            "a referral (referral_v1 or referral_v2), found none",
+                        ));
+                    }
+                };
+                let submission = Submission {
+                    format: format.to_owned(),
+                    body,
+                    recipient: None,
+                    mapping: None,
+                };
+                let answer = gateway
+                    .submit(&caller, submission)
+                    .await
+                    .map_err(|error| within(field, error))?;
+                Ok(gateway_v1::SubmitReferralResponse {
+                    referral_id: answer.referral_id,
+                    state: delivery_state(&answer.state).into(),
+                    replayed: answer.replayed,
+                    decision: Some(decision_report(answer.decision)),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn get_referral(
+        &self,
+        request: Request<gateway_v1::GetReferralRequest>,
+    ) -> Result<Response<gateway_v1::GetReferralResponse>, Status> {
+        let gateway = &self.state.gateway;
+        answer(
+            &self.state,
+            GET_REFERRAL,
+            request,
+            |caller, request| async move {
+                let view = gateway.referral(&caller, &request.referral_id).await?;
+                referral_answer(view)
+            },
+        )
+        .await
+    }
+
+    async fn post_status_event(
+        &self,
+        request: Request<gateway_v1::PostStatusEventRequest>,
+    ) -> Result<Response<gateway_v1::PostStatusEventResponse>, Status> {
+        let gateway = &self.state.gateway;
+        answer(
+            &self.state,
+            POST_STATUS_EVENT,
+            request,
+            |caller, request| async move {
+                let event = request.event.ok_or_else(|| {
+                    Error::invalid("/event", "required", "a status event, found none")
+                })?;
+                // The event names its referral; HTTP takes it from the path too.
+                if event.referral_id.is_empty() {
+                    return Err(Error::invalid(
+                        "/event/referral_id",
+                        "required",
+                        "a value, found none",
+                    ));
+                }
+                let referral_id = event.referral_id.clone();
+                let answer = async {
+                    let body = proto_json::document(&event, STATUS_EVENT)?;
+                    gateway
+                        .post_event(&caller, &referral_id, "passerelle-v2", &body)
+                        .await
+                }
+                .await
+                .map_err(|error| within("event", error))?;
+                Ok(gateway_v1::PostStatusEventResponse {
+                    event_id: answer.event_id,
+                    referral_id: answer.referral_id,
+                    replayed: answer.replayed,
+                    forwarded: answer.forwarded,
+                })
+            },
+        )
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl ConsentService for Consents {
+    async fn put_consent(
+        &self,
+        request: Request<gateway_v1::PutConsentRequest>,
+    ) -> Result<Response<gateway_v1::PutConsentResponse>, Status> {
+        let gateway = &self.state.gateway;
+        answer(
+            &self.state,
+            PUT_CONSENT,
+            request,
+            |caller, request| async move {
+                let record = request.record.ok_or_else(|| {
+                    Error::invalid("/record", "required", "a consent record, found none")
+                })?;
+                let answer = async {
+                    let body = proto_json::document(&record, CONSENT_RECORD)?;
+                    gateway.put_consent(&caller, &body).await
+                }
+                .await
+                .map_err(|error| within("record", error))?;
+                Ok(gateway_v1::PutConsentResponse {
+                    record_id: answer.record_id,
+                    replayed: answer.replayed,
+                    state: consent_state(answer.state).into(),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn get_consent(
+        &self,
+        request: Request<gateway_v1::GetConsentRequest>,
+    ) -> Result<Response<gateway_v1::GetConsentResponse>, Status> {
+        let gateway = &self.state.gateway;
+        answer(
+            &self.state,
+            GET_CONSENT,
+            request,
+            |caller, request| async move {
+                let record = gateway.consent(&caller, &request.record_id).await?;
+                let state = record.state_at(Utc::now()).as_str();
+                let document = serde_json::to_value(&record).map_err(|_| {
+                    Error::Internal("a consent record does not encode as JSON".to_owned())
+                })?;
+                Ok(gateway_v1::GetConsentResponse {
+                    record: Some(proto_json::message(&document, CONSENT_RECORD)?),
+                    state: consent_state(state).into(),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn append_consent_event(
+        &self,
+        request: Request<gateway_v1::AppendConsentEventRequest>,
+    ) -> Result<Response<gateway_v1::AppendConsentEventResponse>, Status> {
+        let gateway = &self.state.gateway;
+        answer(
+            &self.state,
+            APPEND_CONSENT_EVENT,
+            request,
+            |caller, request| async move {
+                let event = request.event.ok_or_else(|| {
+                    Error::invalid("/event", "required", "a consent event, found none")
+                })?;
+                let answer = async {
+                    let body = proto_json::document(&event, CONSENT_EVENT)?;
+                    gateway
+                        .append_consent_event(&caller, &request.record_id, &body)
+                        .await
+                }
+                .await
+                .map_err(|error| within("event", error))?;
+                Ok(gateway_v1::AppendConsentEventResponse {
+                    record_id: answer.record_id,
+                    state: consent_state(answer.state).into(),
+                })
+            },
+        )
+        .await
+    }
+}
+
+/// Runs one call in a span named after the method (no personal data: the
+/// method and the outcome's code), authenticates the caller, and records the
+/// request metric with the HTTP status the same outcome has over HTTP, so
+/// that both transports count alike.
+async fn answer<R, T, F, Fut>(
+    state: &AppState,
+    method: &'static str,
+    request: Request<R>,
+    handle: F,
+) -> Result<Response<T>, Status>
+where
+    F: FnOnce(Organisation, R) -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let started = Instant::now();
+    let span = tracing::info_span!("rpc", method, code = tracing::field::Empty);
+    let result = async {
+        let caller = caller(state, &request)?;
+        handle(caller, request.into_inner()).await
+    }
+    .instrument(span.clone())
+    .await;
+    let (code, status) = match &result {
+        Ok(_) => (tonic::Code::Ok, 200),
+        Err(error) => {
+            let form = wire_form(error);
+            (form.grpc, form.status.as_u16())
+        }
+    };
+    span.record("code", i32::from(code));
+    state
+        .gateway
+        .metrics()
+        .request(method, status, started.elapsed());
+    let _entered = span.enter();
+    result
+        .map(Response::new)
+        .map_err(|error| grpc_status(&error))
+}
+
+/// The caller, from the `authorization` metadata and the client certificate.
+fn caller<R>(state: &AppState, request: &Request<R>) -> Result<Organisation, Error> {
+    let authorization = match request.metadata().get("authorization") {
+        Some(value) => Some(value.to_str().map_err(|_| {
+            Error::Unauthenticated("the authorization metadata is not ASCII".to_owned())
+        })?),
+        None => None,
+    };
+    let peer = request.extensions().get::<PeerIdentity>();
+    state
+        .auth
+        .authenticate(&state.gateway.config().organisations, authorization, peer)
+}
+
+/// Field violations located in the request: the document's pointers
+/// prefixed with the request field that carries it.
+fn within(field: &str, error: Error) -> Error {
+    match error {
+        Error::Invalid(violations) => Error::Invalid(
+            violations
+                .into_iter()
+                .map(|violation| Violation {
+                    pointer: format!("/{field}{}", violation.pointer),
+                    ..violation
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+// ------------------------------------------------------------------ answers
+
+/// The proto value of a delivery state; unspecified for one this API version
+/// does not name (the delivery worker may add states before the API does).
+fn delivery_state(state: &str) -> gateway_v1::DeliveryState {
+    gateway_v1::DeliveryState::from_str_name(&format!(
+        "DELIVERY_STATE_{}",
+        state.to_ascii_uppercase()
+    ))
+    .unwrap_or(gateway_v1::DeliveryState::Unspecified)
+}
+
+/// The proto value of a consent state (its snake_case name).
+fn consent_state(state: &str) -> gateway_v1::ConsentState {
+    gateway_v1::ConsentState::from_str_name(&format!(
+        "CONSENT_STATE_{}",
+        state.to_ascii_uppercase()
+    ))
+    .unwrap_or(gateway_v1::ConsentState::Unspecified)
+}
+
+fn decision_report(report: DecisionReport) -> gateway_v1::DecisionReport {
+    let legal_basis = match report.legal_basis {
+        LegalBasis::Consent => consent_v1::LegalBasis::Consent,
+        LegalBasis::PublicTask => consent_v1::LegalBasis::PublicTask,
+    };
+    gateway_v1::DecisionReport {
+        policy_id: report.policy_id,
+        policy_version: report.policy_version,
+        removed: report.removed,
+        pseudonymised: report.pseudonymised,
+        derived: report.derived,
+        consent_record_id: report.consent_record_id,
+        legal_basis: legal_basis.into(),
+    }
+}
+
+/// A referral view, typed. The view holds what the store wrote from the
+/// canonical types, so a value that does not read back is an internal error.
+fn referral_answer(view: ReferralView) -> Result<gateway_v1::GetReferralResponse, Error> {
+    // serde's messages can quote the value they stumbled on, and internal
+    // errors are logged: only the kind of document is named.
+    fn unreadable(what: &str) -> impl FnOnce(serde_json::Error) -> Error + '_ {
+        move |_| Error::Internal(format!("store: a stored {what} does not read back"))
+    }
+    let referral: v2::Referral =
+        serde_json::from_value(view.referral).map_err(unreadable("referral"))?;
+    let decision = match view.decision {
+        Some(decision) => Some(decision_report(
+            serde_json::from_value(decision).map_err(unreadable("decision report"))?,
+        )),
+        None => None,
+    };
+    let events = view
+        .events
+        .into_iter()
+        .map(|event| {
+            serde_json::from_value::<StatusEvent>(event)
+                .map(|event| status_v1::StatusEvent::from(&event))
+                .map_err(unreadable("status event"))
+        })
+        .collect::<Result<_, _>>()?;
+    let accepted_at = DateTime::parse_from_rfc3339(&view.accepted_at)
+        .map_err(|_| {
+            Error::Internal("store: a stored acceptance time does not read back".to_owned())
+        })?
+        .with_timezone(&Utc);
+    let role = match view.role {
+        Role::Sender => gateway_v1::Role::Sender,
+        Role::Recipient => gateway_v1::Role::Recipient,
+    };
+    Ok(gateway_v1::GetReferralResponse {
+        referral_id: view.referral_id,
+        role: role.into(),
+        state: delivery_state(&view.state).into(),
+        accepted_at: Some(prost_types::Timestamp {
+            seconds: accepted_at.timestamp(),
+            nanos: i32::try_from(accepted_at.timestamp_subsec_nanos().min(999_999_999))
+                .unwrap_or(0),
+        }),
+        referral: Some(referral_v2::Referral::from(&referral)),
+        decision,
+        events,
+    })
+}
+
+// ------------------------------------------------------------------ the codec
+
+/// The descriptors of [`DESCRIPTOR_SET`].
+fn pool() -> Result<&'static DescriptorPool, Error> {
+    static POOL: OnceLock<Result<DescriptorPool, String>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(DESCRIPTOR_SET)
+            .map_err(|error| format!("the gateway descriptor set does not decode: {error}"))
+    })
+    .as_ref()
+    .map_err(|detail| Error::Internal(detail.clone()))
+}
+
+fn descriptor(message: &str) -> Result<prost_reflect::MessageDescriptor, Error> {
+    pool()?
+        .get_message_by_name(message)
+        .ok_or_else(|| Error::Internal(format!("no descriptor for {message}")))
+}
+
+/// The prost codec, strict on requests: a request is refused when it holds a
+/// field number its message does not define, at any depth (rule
+/// `unknown-field`), as JSON and binary documents are over HTTP. Answers are
+/// read leniently, as protobuf clients should: a newer gateway may add fields.
+/// Requests are told apart by their names (buf's STANDARD lint makes every
+/// request message `<Method>Request`).
+#[derive(Debug)]
+pub struct StrictCodec<T, U>(PhantomData<(T, U)>);
+
+impl<T, U> Default for StrictCodec<T, U> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T, U> Codec for StrictCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Name + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = StrictDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        StrictDecoder(PhantomData)
+    }
+}
+
+/// Encodes a message with prost.
+#[derive(Debug)]
+pub struct ProstEncoder<T>(PhantomData<T>);
+
+impl<T: Message> Encoder for ProstEncoder<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn encode(&mut self, item: T, buffer: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(buffer)
+            .map_err(|error| Status::internal(format!("encoding an answer: {error}")))
+    }
+}
+
+/// Decodes a message with prost, then checks a request for unknown fields.
+#[derive(Debug)]
+pub struct StrictDecoder<U>(PhantomData<U>);
+
+impl<U: Message + Name + Default> Decoder for StrictDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buffer: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        let bytes = buffer.copy_to_bytes(buffer.remaining());
+        let name = U::full_name();
+        let message = U::decode(bytes.as_ref()).map_err(|error| {
+            grpc_status(&Error::Malformed {
+                detail: format!("not a protobuf encoding of {name}: {error}"),
+                line: None,
+                column: None,
+            })
+        })?;
+        if U::PACKAGE == "passerelle.gateway.v1" && U::NAME.ends_with("Request") {
+            let unknown = unknown_fields(&bytes, &name).map_err(|error| grpc_status(&error))?;
+            if !unknown.is_empty() {
+                return Err(grpc_status(&Error::Invalid(unknown)));
+            }
+        }
+        Ok(Some(message))
+    }
+}
+
+/// Every field of an encoded message whose number its message type does not
+/// define, at the JSON pointer of the enclosing message followed by the
+/// number (`/referral_v2/person/99`); once per message and number.
+pub fn unknown_fields(bytes: &[u8], message: &str) -> Result<Vec<Violation>, Error> {
+    let decoded =
+        DynamicMessage::decode(descriptor(message)?, bytes).map_err(|error| Error::Malformed {
+            detail: format!("not a protobuf encoding of {message}: {error}"),
+            line: None,
+            column: None,
+        })?;
+    let mut found = Vec::new();
+    collect_unknown(&decoded, "", &mut found);
+    Ok(found)
+}
+
+fn collect_unknown(message: &DynamicMessage, pointer: &str, found: &mut Vec<Violation>) {
+    let mut numbers = BTreeSet::new();
+    for field in message.unknown_fields() {
+        if numbers.insert(field.number()) {
+            found.push(Violation::new(
+                format!("{pointer}/{}", field.number()),
+                "unknown-field",
+                format!(
+                    "no field number {} in {} of this API version, found one",
+                    field.number(),
+                    message.descriptor().full_name()
+                ),
+            ));
+        }
+    }
+    for (field, value) in message.fields() {
+        let pointer = format!("{pointer}/{}", field.name());
+        match value {
+            prost_reflect::Value::Message(inner) => collect_unknown(inner, &pointer, found),
+            prost_reflect::Value::List(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    if let prost_reflect::Value::Message(inner) = item {
+                        collect_unknown(inner, &format!("{pointer}/{index}"), found);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The proto3 JSON mapping with the original field names (the JSON form of
+/// `docs/json-mapping.md`), read from the descriptors: messages to the
+/// documents the gateway parses, and stored documents back to messages.
+mod proto_json {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use prost::Message;
+    use prost_reflect::{
+        DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value,
+    };
+    use serde_json::Value as Json;
+
+    use super::descriptor;
+    use crate::error::Error;
+
+    const TIMESTAMP: &str = "google.protobuf.Timestamp";
+
+    /// Earliest and latest instants of a `Timestamp` (0001-01-01T00:00:00Z and
+    /// 9999-12-31T23:59:59Z), in Unix seconds.
+    const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+
+    /// The JSON document of a message, as bytes for the gateway. Unset fields
+    /// are left out; an enum number the schema does not name is written as a
+    /// number, which the schema then refuses at its pointer.
+    pub(super) fn document(message: &impl Message, name: &str) -> Result<Vec<u8>, Error> {
+        let decoded = DynamicMessage::decode(descriptor(name)?, message.encode_to_vec().as_slice())
+            .map_err(|error| Error::Internal(format!("re-reading a {name}: {error}")))?;
+        let json = message_json(&decoded, "")?;
+        serde_json::to_vec(&json)
+            .map_err(|_| Error::Internal(format!("a {name} does not encode as JSON")))
+    }
+
+    /// The message of a JSON document the gateway wrote (from its canonical
+    /// types): anything that does not map is an internal error.
+    pub(super) fn message<M: Message + Default>(document: &Json, name: &str) -> Result<M, Error> {
+        let decoded = json_message(descriptor(name)?, document, "")?;
+        M::decode(decoded.encode_to_vec().as_slice())
+            .map_err(|error| Error::Internal(format!("re-reading a {name}: {error}")))
+    }
+
+    fn message_json(message: &DynamicMessage, pointer: &str) -> Result<Json, Error> {
+        if message.descriptor().full_name() == TIMESTAMP {
+            return timestamp_json(message, pointer);
+        }
+        let mut object = serde_json::Map::new();
+        for (field, value) in message.fields() {
+            let pointer = format!("{pointer}/{}", field.name());
+            object.insert(
+                field.name().to_owned(),
+                value_json(&field, value, &pointer)?,
+            );
+        }
+        Ok(Json::Object(object))
+    }
+
+    fn value_json(field: &FieldDescriptor, value: &Value, pointer: &str) -> Result<Json, Error> {
+        Ok(match value {
+            Value::Bool(flag) => Json::Bool(*flag),
+            Value::String(text) => Json::String(text.clone()),
+            Value::I32(number) => Json::from(*number),
+            Value::U32(number) => Json::from(*number),
+            // The proto3 JSON mapping writes 64-bit integers as strings.
+            Value::I64(number) => Json::String(number.to_string()),
+            Value::U64(number) => Json::String(number.to_string()),
+            Value::EnumNumber(number) => match field.kind() {
+                Kind::Enum(kinds) => match kinds.get_value(*number) {
+                    Some(known) => Json::String(known.name().to_owned()),
+                    None => Json::from(*number),
+                },
+                _ => Json::from(*number),
+            },
+            Value::Message(inner) => message_json(inner, pointer)?,
+            Value::List(items) => Json::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(index, item)| value_json(field, item, &format!("{pointer}/{index}")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::F32(_) | Value::F64(_) | Value::Bytes(_) | Value::Map(_) => {
+                return Err(Error::Internal(format!(
+                    "{} has a type the Passerelle JSON form does not use",
+                    field.full_name()
+                )));
+            }
+        })
+    }
+
+    fn timestamp_json(message: &DynamicMessage, pointer: &str) -> Result<Json, Error> {
+        let seconds = message
+            .get_field_by_name("seconds")
+            .and_then(|value| value.as_i64())
+            .unwrap_or_default();
+        let nanos = message
+            .get_field_by_name("nanos")
+            .and_then(|value| value.as_i32())
+            .unwrap_or_default();
+        let instant = u32::try_from(nanos)
+            .ok()
+            .filter(|nanos| *nanos < 1_000_000_000 && TIMESTAMP_SECONDS.contains(&seconds))
+            .and_then(|nanos| DateTime::<Utc>::from_timestamp(seconds, nanos))
+            .ok_or_else(|| {
+                Error::invalid(
+                    pointer,
+                    "format",
+                    "a Timestamp between 0001-01-01 and 9999-12-31 with nanos in 0..=999999999, found one out of range",
+                )
+            })?;
+        Ok(Json::String(
+            instant.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        ))
+    }
+
+    fn json_message(
+        descriptor: MessageDescriptor,
+        document: &Json,
+        pointer: &str,
+    ) -> Result<DynamicMessage, Error> {
+        let unmapped = |what: &str| {
+            Error::Internal(format!(
+                "a stored {} does not map to its proto at {pointer}: {what}",
+                descriptor.full_name()
+            ))
+        };
+        let mut message = DynamicMessage::new(descriptor.clone());
+        if descriptor.full_name() == TIMESTAMP {
+            let instant = document
+                .as_str()
+                .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+                .ok_or_else(|| unmapped("not an RFC 3339 time"))?;
+            message.set_field_by_name("seconds", Value::I64(instant.timestamp()));
+            let nanos = i32::try_from(instant.timestamp_subsec_nanos().min(999_999_999))
+                .unwrap_or_default();
+            message.set_field_by_name("nanos", Value::I32(nanos));
+            return Ok(message);
+        }
+        let object = document
+            .as_object()
+            .ok_or_else(|| unmapped("not an object"))?;
+        for (name, item) in object {
+            if item.is_null() {
+                continue;
+            }
+            let field = descriptor
+                .get_field_by_name(name)
+                .ok_or_else(|| unmapped("a member the message does not define"))?;
+            let pointer = format!("{pointer}/{name}");
+            let value = if field.is_list() {
+                let items = item.as_array().ok_or_else(|| unmapped("not an array"))?;
+                Value::List(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(index, item)| {
+                            json_value(&field.kind(), item, &format!("{pointer}/{index}"))
+                        })
+                        .collect::<Result<_, _>>()?,
+                )
+            } else {
+                json_value(&field.kind(), item, &pointer)?
+            };
+            message
+                .try_set_field(&field, value)
+                .map_err(|_| unmapped("a value of another type"))?;
+        }
+        Ok(message)
+    }
+
+    fn json_value(kind: &Kind, item: &Json, pointer: &str) -> Result<Value, Error> {
+        let unmapped = || {
+            Error::Internal(format!(
+                "a stored document does not map to its proto at {pointer}"
+            ))
+        };
+        Ok(match kind {
+            Kind::Bool => Value::Bool(item.as_bool().ok_or_else(unmapped)?),
+            Kind::String => Value::String(item.as_str().ok_or_else(unmapped)?.to_owned()),
+            Kind::Enum(kinds) => Value::EnumNumber(
+                item.as_str()
+                    .and_then(|name| kinds.get_value_by_name(name))
+                    .ok_or_else(unmapped)?
+                    .number(),
+            ),
+            Kind::Message(inner) => Value::Message(json_message(inner.clone(), item, pointer)?),
+            _ => return Err(unmapped()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_found_in_requests_at_any_depth() {
+        const FIELD_99: [u8; 3] = [0x98, 0x06, 0x01]; // field 99, varint, value 1
+        let mut person = referral_v2::Person {
+            first_name: "Prénomtest".to_owned(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        person.extend(FIELD_99);
+        let mut referral = Vec::new();
+        prost::encoding::bytes::encode(6, &person, &mut referral);
+        let mut bytes = Vec::new();
+        prost::encoding::bytes::encode(2, &referral, &mut bytes);
+        bytes.extend(FIELD_99);
+        let found: Vec<(String, String)> =
+            unknown_fields(&bytes, "passerelle.gateway.v1.SubmitReferralRequest")
+                .expect("decodes")
+                .into_iter()
+                .map(|violation| (violation.pointer, violation.rule))
+                .collect();
+        assert_eq!(
+            found,
+            [
+                ("/99".to_owned(), "unknown-field".to_owned()),
+                (
+                    "/referral_v2/person/99".to_owned(),
+                    "unknown-field".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_well_formed_request_has_no_unknown_field() {
+        let request = gateway_v1::GetReferralRequest {
+            referral_id: "0b6c8e8e-6a49-4d0b-9a57-6c1f1e2b7d10".to_owned(),
+        };
+        let found = unknown_fields(
+            &request.encode_to_vec(),
+            "passerelle.gateway.v1.GetReferralRequest",
+        )
+        .expect("decodes");
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn violations_are_located_in_the_request() {
+        let error = within(
+            "referral_v2",
+            Error::Invalid(vec![
+                Violation::new("/person/first_name", "required", "a value, found none"),
+                Violation::new("", "type", "an object"),
+            ]),
+        );
+        let pointers: Vec<&str> = error
+            .violations()
+            .iter()
+            .map(|violation| violation.pointer.as_str())
+            .collect();
+        assert_eq!(pointers, ["/referral_v2/person/first_name", "/referral_v2"]);
+        assert!(matches!(
+            within("event", Error::NotFound("referral".to_owned())),
+            Error::NotFound(_)
+        ));
+    }
+
+    #[test]
+    fn a_status_event_becomes_its_canonical_json() {
+        let event = status_v1::StatusEvent {
+            event_id: "5f0c1d2e-3b4a-4c5d-8e9f-0a1b2c3d4e5f".to_owned(),
+            schema_version: "passerelle.status.v1".to_owned(),
+            referral_id: "3f8a1c2e-5b7d-4e9f-a0b1-c2d3e4f5a6b7".to_owned(),
+            status: status_v1::Status::Rejected.into(),
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: 1_796_200_200,
+                nanos: 250_000_000,
+            }),
+            author_siret: "13000548100002".to_owned(),
+            rejection_reason: 42,
+            ..Default::default()
+        };
+        let bytes = proto_json::document(&event, STATUS_EVENT).expect("maps");
+        let json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "event_id": "5f0c1d2e-3b4a-4c5d-8e9f-0a1b2c3d4e5f",
+                "schema_version": "passerelle.status.v1",
+                "referral_id": "3f8a1c2e-5b7d-4e9f-a0b1-c2d3e4f5a6b7",
+                "status": "STATUS_REJECTED",
+                "occurred_at": "2026-12-02T08:30:00.250Z",
+                "author_siret": "13000548100002",
+                // Unknown to the schema: kept as a number for the schema to refuse.
+                "rejection_reason": 42,
+            })
+        );
+    }
+
+    #[test]
+    fn a_timestamp_out_of_range_is_refused_at_its_pointer() {
+        let event = consent_v1::ConsentEvent {
+            kind: consent_v1::ConsentEventKind::Given.into(),
+            at: Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: -1,
+            }),
+            recorded_by: "81234567800013".to_owned(),
+        };
+        let error = proto_json::document(&event, CONSENT_EVENT).expect_err("out of range");
+        assert_eq!(error.violations()[0].pointer, "/at");
+        assert_eq!(error.violations()[0].rule, "format");
+    }
+
+    #[test]
+    fn a_consent_record_maps_to_json_and_back_unchanged() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/golden/consent/consent-given.json"
+        );
+        let text = std::fs::read(path).expect("golden consent record");
+        let record =
+            crate::consent::ConsentRecord::parse(&text, &crate::validate::Limits::default())
+                .expect("valid record");
+        let canonical = serde_json::to_value(&record).expect("JSON");
+        let message: consent_v1::ConsentRecord =
+            proto_json::message(&canonical, CONSENT_RECORD).expect("maps to proto");
+        assert_eq!(message.collection.as_ref().map(|c| c.method), Some(1));
+        assert_eq!(message.events.len(), 2);
+        let back = proto_json::document(&message, CONSENT_RECORD).expect("maps to JSON");
+        let reparsed =
+            crate::consent::ConsentRecord::parse(&back, &crate::validate::Limits::default())
+                .expect("still valid");
+        assert_eq!(reparsed, record);
+    }
+
+    #[test]
+    fn states_map_to_their_proto_values() {
+        for state in [
+            "queued",
+            "delivered",
+            "dead_lettered",
+            "withdrawn",
+            "expired",
+        ] {
+            assert_ne!(
+                delivery_state(state),
+                gateway_v1::DeliveryState::Unspecified,
+                "{state}"
+            );
+        }
+        assert_eq!(
+            delivery_state("on_the_moon"),
+            gateway_v1::DeliveryState::Unspecified
+        );
+        use crate::consent::ConsentState;
+        for state in [
+            ConsentState::Active,
+            ConsentState::NotYetValid,
+            ConsentState::Expired,
+            ConsentState::Refused,
+            ConsentState::Withdrawn,
+            ConsentState::Objected,
+            ConsentState::Invalidated,
+            ConsentState::NeverGiven,
+        ] {
+            assert_ne!(
+                consent_state(state.as_str()),
+                gateway_v1::ConsentState::Unspecified,
+                "{state}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_reflection_service_builds_from_the_compiled_descriptors() {
+        let services: Vec<String> = prost_types::FileDescriptorSet::decode(DESCRIPTOR_SET)
+            .expect("decodes")
+            .file
+            .iter()
+            .flat_map(|file| {
+                file.service
+                    .iter()
+                    .map(move |service| format!("{}.{}", file.package(), service.name()))
+            })
+            .collect();
+        assert_eq!(
+            services,
+            [
+                "passerelle.gateway.v1.ReferralService",
+                "passerelle.gateway.v1.ConsentService"
+            ]
+        );
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("reflection builds");
+    }
+
+    #[tokio::test]
+    async fn a_service_set_serving_now_is_serving_at_once() {
+        use tonic_health::pb::health_check_response::ServingStatus as Wire;
+        use tonic_health::pb::health_server::Health;
+        let reporter = HealthReporter::new();
+        set_serving_now(&reporter, gateway_v1::consent_service_server::SERVICE_NAME);
+        let checker = tonic_health::server::HealthService::from_health_reporter(reporter);
+        let answer = checker
+            .check(Request::new(tonic_health::pb::HealthCheckRequest {
+                service: gateway_v1::consent_service_server::SERVICE_NAME.to_owned(),
+            }))
+            .await
+            .expect("known service")
+            .into_inner();
+        assert_eq!(answer.status, Wire::Serving as i32);
+        let unknown = checker
+            .check(Request::new(tonic_health::pb::HealthCheckRequest {
+                service: "passerelle.gateway.v1.NoSuchService".to_owned(),
+            }))
+            .await
+            .expect_err("unknown service");
+        assert_eq!(unknown.code(), tonic::Code::NotFound);
+    }
+}

@@ -1,0 +1,209 @@
+//! `passerelle serve`: the HTTP/JSON API and the gRPC services on one port,
+//! over TLS (rustls, ALPN h2 and http/1.1) or, for development only, plain
+//! HTTP on a loopback address.
+//!
+//! # Layout
+//! - [`tls`]: the rustls configuration and client certificate identities.
+//! - [`auth`]: API keys, client certificates, the per-organisation rate limit.
+//! - [`http`]: the `/v1` routes, health, OpenAPI.
+//! - [`grpc`]: `passerelle.gateway.v1`, health and reflection.
+//! - [`problem`]: the one mapping from errors to problem+json and gRPC statuses.
+//!
+//! # Protection
+//! Bodies over the configured size are refused (413) before they are read in
+//! full; JSON nesting is bounded; each request has a timeout; connections wait
+//! to be accepted beyond `max_connections`; TLS handshakes and silent
+//! connections time out; each organisation has a request rate (429 with
+//! `Retry-After`). On SIGINT or SIGTERM the gateway stops accepting, lets
+//! in-flight requests finish (up to `shutdown_grace_seconds`) and closes the
+//! store after its last commit: a referral answered 202 is on disk.
+
+pub mod auth;
+pub mod grpc;
+pub mod http;
+pub mod problem;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::http::StatusCode;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::error::Error;
+use crate::gateway::Gateway;
+
+use self::auth::{Authenticator, PeerIdentity};
+
+/// What every request handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The pipeline.
+    pub gateway: Arc<Gateway>,
+    /// Authentication and rate limits.
+    pub auth: Arc<Authenticator>,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// State over a gateway.
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        let auth = Arc::new(Authenticator::new(&gateway.config().server));
+        Self {
+            gateway,
+            auth,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether shutdown has begun (`/readyz` then answers 503).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+}
+
+/// The whole application: HTTP routes and gRPC services in one router, with
+/// the request timeout.
+pub fn app(state: AppState) -> Router {
+    let timeout = state.gateway.config().server.request_timeout;
+    http::router(state.clone())
+        .merge(grpc::routes(state).into_axum_router())
+        .fallback(http::not_found)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains in-flight
+/// requests for at most the configured grace period.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let server = &state.gateway.config().server;
+    let acceptor = match &server.tls {
+        Some(tls) => Some(TlsAcceptor::from(tls::server_config(tls)?)),
+        None => None,
+    };
+    let idle = server.idle_timeout;
+    let grace = server.shutdown_grace;
+    let connections = Arc::new(Semaphore::new(server.max_connections));
+    let app = app(state.clone());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(idle / 2)
+        .keep_alive_timeout(idle / 2);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => permit.map_err(|_| Error::Internal("connection limit closed".to_owned()))?,
+            () = &mut shutdown => break,
+        };
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let acceptor = acceptor.clone();
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve_connection(stream, remote, acceptor, idle, app, &builder, watcher).await;
+        });
+    }
+    drop(listener);
+    state.shutting_down.store(true, Ordering::Relaxed);
+    tracing::info!("shutting down: draining in-flight requests");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_seconds = grace.as_secs(),
+            "in-flight requests did not finish within the grace period"
+        );
+    }
+    Ok(())
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+    idle: std::time::Duration,
+    app: Router,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let _ = remote;
+    match acceptor {
+        None => {
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(error = %error, "connection ended with an error");
+            }
+        }
+        Some(acceptor) => {
+            let tls = match tokio::time::timeout(idle, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    tracing::debug!(error = %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    return;
+                }
+            };
+            let peer: Option<PeerIdentity> = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(tls::peer_identity);
+            let app = app.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                if let Some(peer) = &peer {
+                    request.extensions_mut().insert(peer.clone());
+                }
+                request
+            });
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let connection = builder.serve_connection(TokioIo::new(tls), service);
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(error = %error, "connection ended with an error");
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Accepted referrals and their status events in the SQLite store. Each write
+//! commits the row, its outbox message and its audit entry together.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::audit::{self, AuditEntry};
+use crate::error::Error;
+
+use super::sqlite::{SqliteStore, storage};
+use super::{
+    Accepted, NewReferral, NewStatusEvent, Outgoing, ReferralStore, StoredEvent, StoredReferral,
+    Written,
+};
+
+impl ReferralStore for SqliteStore {
+    async fn accept_referral(
+        &self,
+        referral: NewReferral,
+        audit: AuditEntry,
+        replay_audit: AuditEntry,
+    ) -> Result<Accepted, Error> {
+        self.write(move |connection| accept(connection, &referral, &audit, &replay_audit))
+            .await
+    }
+
+    async fn referral(&self, referral_id: String) -> Result<Option<StoredReferral>, Error> {
+        self.read(|connection| load(connection, &referral_id))
+    }
+
+    async fn record_status_event(
+        &self,
+        event: NewStatusEvent,
+        audit: AuditEntry,
+    ) -> Result<Written, Error> {
+        self.write(move |connection| record_event(connection, &event, &audit))
+            .await
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> Result<(), Error> {
+        self.write(move |connection| audit::append(connection, Utc::now(), &entry).map(|_| ()))
+            .await
+    }
+
+    async fn queue_depth(&self) -> Result<u64, Error> {
+        self.read(|connection| {
+            connection
+                .prepare_cached("SELECT COUNT(*) FROM outbox WHERE state = 'queued'")
+                .and_then(|mut query| query.query_row([], |row| row.get::<_, i64>(0)))
+                .map(|count| u64::try_from(count).unwrap_or(0))
+                .map_err(storage("counting queued messages"))
+        })
+    }
+}
+
+fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn accept(
+    connection: &Connection,
+    referral: &NewReferral,
+    audit: &AuditEntry,
+    replay_audit: &AuditEntry,
+) -> Result<Accepted, Error> {
+    if let Some(stored) = load(connection, &referral.referral_id)? {
+        // The idempotency key is the referral id: the same sender sending the
+        // same content is answered as the first time; anything else is refused
+        // without saying whose referral holds the id.
+        if stored.sender == referral.sender && stored.fingerprint == referral.fingerprint {
+            audit::append(connection, referral.accepted_at, replay_audit)?;
+            return Ok(Accepted::Replayed(stored));
+        }
+        return Err(Error::IdempotencyKeyReused(format!(
+            "referral id {} was already used with other content; a new referral needs a new id",
+            referral.referral_id
+        )));
+    }
+    let at = time(referral.accepted_at);
+    connection
+        .prepare_cached(
+            "INSERT INTO referrals (referral_id, sender, recipient, fingerprint, input_format, referral, minimised, decision, consent_record_id, state, accepted_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?10)",
+        )
+        .and_then(|mut insert| {
+            insert.execute(params![
+                referral.referral_id,
+                referral.sender,
+                referral.recipient,
+                referral.fingerprint,
+                referral.input_format,
+                referral.referral,
+                referral.minimised,
+                referral.decision,
+                referral.consent_record_id,
+                at,
+            ])
+        })
+        .map_err(storage("inserting a referral"))?;
+    enqueue(
+        connection,
+        &referral.referral_id,
+        "referral",
+        &referral.referral_id,
+        &Outgoing {
+            destination: referral.recipient.clone(),
+            payload: referral.minimised.clone(),
+        },
+        &at,
+    )?;
+    audit::append(connection, referral.accepted_at, audit)?;
+    let stored = load(connection, &referral.referral_id)?
+        .ok_or_else(|| Error::Internal("store: a referral vanished after insert".to_owned()))?;
+    Ok(Accepted::New(stored))
+}
+
+fn record_event(
+    connection: &Connection,
+    event: &NewStatusEvent,
+    audit: &AuditEntry,
+) -> Result<Written, Error> {
+    let existing: Option<(String, String)> = connection
+        .prepare_cached("SELECT referral_id, fingerprint FROM status_events WHERE event_id = ?1")
+        .and_then(|mut query| {
+            query
+                .query_row([&event.event_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(storage("looking a status event up"))?;
+    if let Some((referral_id, fingerprint)) = existing {
+        if referral_id == event.referral_id && fingerprint == event.fingerprint {
+            return Ok(Written::AlreadyWritten);
+        }
+        return Err(Error::IdempotencyKeyReused(format!(
+            "event id {} was already used with other content; a new event needs a new id",
+            event.event_id
+        )));
+    }
+    let at = time(event.recorded_at);
+    connection
+        .prepare_cached(
+            "INSERT INTO status_events (event_id, referral_id, author, status, occurred_at, fingerprint, event, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .and_then(|mut insert| {
+            insert.execute(params![
+                event.event_id,
+                event.referral_id,
+                event.author,
+                event.status,
+                time(event.occurred_at),
+                event.fingerprint,
+                event.event,
+                at,
+            ])
+        })
+        .map_err(storage("inserting a status event"))?;
+    if let Some(outgoing) = &event.forward {
+        enqueue(
+            connection,
+            &event.event_id,
+            "status_event",
+            &event.referral_id,
+            outgoing,
+            &at,
+        )?;
+    }
+    audit::append(connection, event.recorded_at, audit)?;
+    Ok(Written::Written)
+}
+
+/// Queues a message for its destination, in the caller's transaction.
+fn enqueue(
+    connection: &Connection,
+    message_id: &str,
+    kind: &str,
+    referral_id: &str,
+    outgoing: &Outgoing,
+    at: &str,
+) -> Result<(), Error> {
+    connection
+        .prepare_cached(
+            "INSERT INTO outbox (message_id, kind, referral_id, destination, payload, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut insert| {
+            insert.execute(params![
+                message_id,
+                kind,
+                referral_id,
+                outgoing.destination,
+                outgoing.payload,
+                at
+            ])
+        })
+        .map_err(storage("queueing a message"))?;
+    Ok(())
+}
+
+fn load(connection: &Connection, referral_id: &str) -> Result<Option<StoredReferral>, Error> {
+    let row = connection
+        .prepare_cached(
+            "SELECT sender, recipient, fingerprint, input_format, referral, minimised, decision, consent_record_id, state, accepted_at
+             FROM referrals WHERE referral_id = ?1",
+        )
+        .and_then(|mut query| {
+            query
+                .query_row([referral_id], |row| {
+                    Ok(StoredReferral {
+                        referral_id: referral_id.to_owned(),
+                        sender: row.get(0)?,
+                        recipient: row.get(1)?,
+                        fingerprint: row.get(2)?,
+                        input_format: row.get(3)?,
+                        referral: row.get(4)?,
+                        minimised: row.get(5)?,
+                        decision: row.get(6)?,
+                        consent_record_id: row.get(7)?,
+                        state: row.get(8)?,
+                        accepted_at: row.get(9)?,
+                        events: Vec::new(),
+                    })
+                })
+                .optional()
+        })
+        .map_err(storage("reading a referral"))?;
+    let Some(mut referral) = row else {
+        return Ok(None);
+    };
+    let mut query = connection
+        .prepare_cached(
+            "SELECT event_id, author, status, event, recorded_at FROM status_events
+             WHERE referral_id = ?1 ORDER BY recorded_at, event_id",
+        )
+        .map_err(storage("reading status events"))?;
+    let rows = query
+        .query_map([referral_id], |row| {
+            Ok(StoredEvent {
+                event_id: row.get(0)?,
+                author: row.get(1)?,
+                status: row.get(2)?,
+                event: row.get(3)?,
+                recorded_at: row.get(4)?,
+            })
+        })
+        .map_err(storage("reading status events"))?;
+    for row in rows {
+        referral
+            .events
+            .push(row.map_err(storage("reading status events"))?);
+    }
+    Ok(Some(referral))
+}

@@ -1,0 +1,442 @@
+//! Starts the real `passerelle serve` binary on port 0, with TLS certificates
+//! generated for the run (a CA, the server's certificate, one client
+//! certificate per organisation), a configuration in a temporary folder, the
+//! repository's policies and mappings, and a fresh SQLite store.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The pseudonymisation key given to the gateway under test (test-only).
+pub const PSEUDONYM_KEY: &str = "test-only-pseudonym-key-for-the-gateway-tests";
+
+/// One organisation of the test configuration.
+#[derive(Debug, Clone)]
+pub struct TestOrganisation {
+    /// Its id in the configuration.
+    pub id: &'static str,
+    /// Its SIRET.
+    pub siret: &'static str,
+    /// Its kind.
+    pub kind: &'static str,
+    /// Its API key.
+    pub api_key: &'static str,
+    /// Whether its client certificate is registered by subject (else by SPKI fingerprint).
+    pub by_subject: bool,
+}
+
+/// The organisations every test gateway serves.
+pub const ORGANISATIONS: &[TestOrganisation] = &[
+    TestOrganisation {
+        id: "konexio-saint-denis",
+        siret: super::ASSOCIATION_SIRET,
+        kind: "association",
+        api_key: "test-key-konexio-0123456789",
+        by_subject: true,
+    },
+    TestOrganisation {
+        id: "france-travail-saint-denis",
+        siret: super::FRANCE_TRAVAIL_SIRET,
+        kind: "france_travail",
+        api_key: "test-key-france-travail-0123456789",
+        by_subject: false,
+    },
+    TestOrganisation {
+        id: "mission-locale-plaine-commune",
+        siret: super::MISSION_LOCALE_SIRET,
+        kind: "mission_locale",
+        api_key: "test-key-mission-locale-0123456789",
+        by_subject: true,
+    },
+    TestOrganisation {
+        id: "autre-association",
+        siret: "20001234500001",
+        kind: "association",
+        api_key: "test-key-autre-association-0123456789",
+        by_subject: false,
+    },
+];
+
+/// The organisation with this id.
+pub fn organisation(id: &str) -> &'static TestOrganisation {
+    ORGANISATIONS
+        .iter()
+        .find(|organisation| organisation.id == id)
+        .unwrap_or_else(|| panic!("no test organisation {id}"))
+}
+
+/// How to start a test gateway.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// TLS (the default) or plain HTTP on loopback.
+    pub tls: bool,
+    /// Requests per second and burst per organisation.
+    pub rate: (u32, u32),
+    /// The body limit.
+    pub max_body_bytes: u64,
+    /// The OTLP endpoint to export to.
+    pub otlp_endpoint: Option<String>,
+    /// The log level directive.
+    pub log_level: String,
+    /// The store file (default: a fresh one in the temporary folder).
+    pub store: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            tls: true,
+            rate: (1000, 1000),
+            max_body_bytes: 1024 * 1024,
+            otlp_endpoint: None,
+            log_level: "info".to_owned(),
+            store: None,
+        }
+    }
+}
+
+/// Test certificates: the CA, the server's, and each organisation's client certificate.
+pub struct Pki {
+    /// The CA certificate (PEM), trusted by clients and for client certificates.
+    pub ca_pem: String,
+    ca: CertifiedIssuer<'static, KeyPair>,
+    /// The server certificate and key (PEM).
+    pub server: (String, String),
+    /// Client certificate and key (PEM) by organisation id.
+    pub clients: HashMap<&'static str, (String, String)>,
+}
+
+impl Pki {
+    /// Generates a CA and every certificate the tests use.
+    pub fn generate() -> Self {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Passerelle test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
+            .expect("CA certificate");
+        let server = leaf(&ca, &["127.0.0.1", "localhost"], "passerelle-test-server");
+        let clients = ORGANISATIONS
+            .iter()
+            .map(|organisation| (organisation.id, leaf(&ca, &[], organisation.id)))
+            .collect();
+        Self {
+            ca_pem: ca.pem(),
+            ca,
+            server,
+            clients,
+        }
+    }
+
+    /// A client certificate signed by the CA but registered to nobody.
+    pub fn stranger(&self) -> (String, String) {
+        leaf(&self.ca, &[], "unregistered-client")
+    }
+
+    /// A client certificate from another CA, for the same name as an organisation.
+    pub fn foreign(common_name: &str) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Another CA");
+        let other = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key"))
+            .expect("other CA");
+        leaf(&other, &[], common_name)
+    }
+}
+
+fn leaf(ca: &Issuer<'_, KeyPair>, names: &[&str], common_name: &str) -> (String, String) {
+    let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+    let mut params = CertificateParams::new(names).expect("leaf params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Passerelle tests");
+    let key = KeyPair::generate().expect("leaf key");
+    let certificate = params.signed_by(&key, ca).expect("leaf certificate");
+    (certificate.pem(), key.serialize_pem())
+}
+
+/// SHA-256 of a certificate's SubjectPublicKeyInfo, as configurations write it.
+pub fn spki_sha256(certificate_pem: &str) -> String {
+    use sha2::Digest;
+    let der = CertificateDer::from_pem_slice(certificate_pem.as_bytes()).expect("PEM");
+    let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).expect("X.509");
+    hex::encode(sha2::Sha256::digest(parsed.public_key().raw))
+}
+
+/// A running gateway.
+pub struct TestGateway {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// `https://127.0.0.1:PORT` (or http).
+    pub base: String,
+    /// The temporary folder holding the configuration, certificates and store.
+    pub dir: tempfile::TempDir,
+    /// The certificates.
+    pub pki: Arc<Pki>,
+    /// The store file.
+    pub store: PathBuf,
+    /// The configuration file.
+    pub config: PathBuf,
+    child: Option<Child>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl TestGateway {
+    /// Starts a gateway with the default options.
+    pub fn start() -> Self {
+        Self::start_with(Options::default())
+    }
+
+    /// Starts a gateway.
+    pub fn start_with(options: Options) -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let pki = Arc::new(Pki::generate());
+        Self::start_in(dir, pki, options)
+    }
+
+    /// Starts a gateway in an existing folder with existing certificates
+    /// (a restart on the same store).
+    pub fn start_in(dir: tempfile::TempDir, pki: Arc<Pki>, options: Options) -> Self {
+        let store = options
+            .store
+            .clone()
+            .unwrap_or_else(|| dir.path().join("store.db"));
+        let config = write_config(dir.path(), &pki, &options, &store);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_passerelle"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("PASSERELLE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start passerelle serve");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let mut pipe = child.stderr.take().expect("stderr");
+            let stderr = Arc::clone(&stderr);
+            std::thread::spawn(move || {
+                let mut buffer = [0_u8; 8192];
+                while let Ok(read) = pipe.read(&mut buffer) {
+                    if read == 0 {
+                        break;
+                    }
+                    stderr
+                        .lock()
+                        .expect("log buffer")
+                        .push_str(&String::from_utf8_lossy(&buffer[..read]));
+                }
+            });
+        }
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = sender.send(line);
+            }
+            // Keep reading so the child never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = receiver
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!(
+                    "the gateway did not start; its log:\n{}",
+                    stderr.lock().expect("log buffer")
+                )
+            });
+        let address: SocketAddr = line
+            .strip_prefix("listening on ")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|address| address.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+        let scheme = if options.tls { "https" } else { "http" };
+        Self {
+            address,
+            base: format!("{scheme}://{address}"),
+            dir,
+            pki,
+            store,
+            config,
+            child: Some(child),
+            stderr,
+        }
+    }
+
+    /// The URL of a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Everything the gateway wrote to stderr so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().expect("log buffer").clone()
+    }
+
+    /// An HTTPS client trusting the test CA, without a client certificate.
+    pub fn client(&self) -> reqwest::Client {
+        client(&self.pki.ca_pem, None)
+    }
+
+    /// An HTTPS client presenting the organisation's client certificate.
+    pub fn client_with_certificate(&self, organisation: &str) -> reqwest::Client {
+        let (certificate, key) = &self.pki.clients[organisation];
+        client(&self.pki.ca_pem, Some((certificate, key)))
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("still running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        wait(&mut child, Duration::from_secs(60))
+    }
+
+    /// Kills the process at once (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the gateway and hands back its folder and certificates for a restart.
+    pub fn stop(mut self) -> (tempfile::TempDir, Arc<Pki>, PathBuf) {
+        self.terminate();
+        self.stop_owned()
+    }
+
+    /// Hands back the folder, certificates and store of a stopped gateway.
+    pub fn stop_owned(mut self) -> (tempfile::TempDir, Arc<Pki>, PathBuf) {
+        self.kill();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("placeholder"));
+        (dir, Arc::clone(&self.pki), self.store.clone())
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn wait(child: &mut Child, limit: Duration) -> ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the gateway did not stop within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An HTTPS client trusting `ca_pem`, presenting an identity when given.
+pub fn client(ca_pem: &str, identity: Option<(&String, &String)>) -> reqwest::Client {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("CA PEM"))
+        .expect("CA");
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((certificate, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(certificate.as_bytes()).expect("PEM")],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key PEM"),
+            )
+            .expect("client identity"),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client")
+}
+
+fn write_config(dir: &Path, pki: &Pki, options: &Options, store: &Path) -> PathBuf {
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write test file");
+        path
+    };
+    write("ca.pem", &pki.ca_pem);
+    write("server.pem", &pki.server.0);
+    write("server.key", &pki.server.1);
+    let listen = "127.0.0.1:0";
+    let transport = if options.tls {
+        "[server.tls]\ncertificate = \"server.pem\"\nprivate_key = \"server.key\"\nclient_ca = \"ca.pem\"\n"
+            .to_owned()
+    } else {
+        String::new()
+    };
+    let plain = if options.tls {
+        ""
+    } else {
+        "plain_http = true\n"
+    };
+    let mut text = format!(
+        "[server]\nlisten = \"{listen}\"\n{plain}max_body_bytes = {}\nrequest_timeout_seconds = 30\nidle_timeout_seconds = 30\nshutdown_grace_seconds = 20\nrate_limit = {{ requests_per_second = {}, burst = {} }}\n{transport}\n",
+        options.max_body_bytes, options.rate.0, options.rate.1
+    );
+    text.push_str(&format!(
+        "[store]\nsqlite = \"{}\"\n\n[policies]\ndirectory = \"{}\"\n\n[mappings]\ndirectory = \"{}\"\n\n",
+        store.display(),
+        repository.join("config/policies").display(),
+        repository.join("config/mappings").display()
+    ));
+    text.push_str(&format!(
+        "[telemetry]\nlog_format = \"json\"\nlog_level = \"{}\"\nmetrics_interval_seconds = 1\n",
+        options.log_level
+    ));
+    if let Some(endpoint) = &options.otlp_endpoint {
+        text.push_str(&format!("otlp_endpoint = \"{endpoint}\"\n"));
+    }
+    for organisation in ORGANISATIONS {
+        let hash = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(organisation.api_key.as_bytes()))
+        };
+        let certificate = &pki.clients[organisation.id].0;
+        let rule = if organisation.by_subject {
+            format!(
+                "{{ subject = \"CN={}, O=Passerelle tests\" }}",
+                organisation.id
+            )
+        } else {
+            format!("{{ spki_sha256 = \"{}\" }}", spki_sha256(certificate))
+        };
+        text.push_str(&format!(
+            "\n[[organisation]]\nid = \"{}\"\nsiret = \"{}\"\nkind = \"{}\"\napi_keys = [\"sha256:{hash}\"]\nclient_certificates = [{rule}]\n",
+            organisation.id, organisation.siret, organisation.kind
+        ));
+    }
+    write("passerelle.toml", &text)
+}
