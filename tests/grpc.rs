@@ -7,7 +7,7 @@
 mod common;
 
 use chrono::{DateTime, Duration, Utc};
-use common::gateway::{Options, TestGateway, organisation};
+use common::gateway::{Options, TestGateway, new_id, organisation};
 use passerelle::model::proto::{consent_v1, referral_v2, status_v1};
 use passerelle::model::v2;
 use passerelle::server::grpc::gateway_v1::consent_service_client::ConsentServiceClient;
@@ -27,10 +27,6 @@ const FRANCE_TRAVAIL: &str = "france-travail-saint-denis";
 const MISSION_LOCALE: &str = "mission-locale-plaine-commune";
 const REFERRAL_SERVICE: &str = "passerelle.gateway.v1.ReferralService";
 const CONSENT_SERVICE: &str = "passerelle.gateway.v1.ConsentService";
-
-fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
 
 /// A channel to the gateway trusting the test CA, presenting the
 /// organisation's client certificate when one is named.

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::gateway::{Options, TestGateway, organisation};
+use common::gateway::{Options, TestGateway, bearer, organisation, sample};
 use common::otlp::FakeCollector;
 use serde_json::{Value, json};
 
@@ -30,13 +30,6 @@ const CANARIES: &[&str] = &[
     "05/06/1987",
 ];
 
-fn sample(name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("samples")
-        .join(name);
-    serde_json::from_slice(&std::fs::read(path).expect("sample")).expect("sample JSON")
-}
-
 fn canary_referral(referral_id: &str, record_id: &str) -> Value {
     let mut referral = sample("referral-v2.json");
     referral["referral_id"] = json!(referral_id);
@@ -53,10 +46,6 @@ fn canary_referral(referral_id: &str, record_id: &str) -> Value {
     referral["situation"]["other"] = json!("CANARI-SITUATION hébergée chez sa sœur");
     referral["reason"] = json!("CANARI-MOTIF souhaite une formation");
     referral
-}
-
-fn key(id: &str) -> String {
-    format!("Bearer {}", organisation(id).api_key)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +66,7 @@ async fn no_personal_data_reaches_logs_spans_metrics_errors_or_the_audit_log() {
     record["record_id"] = json!(record_id);
     let response = http
         .post(gateway.url("/v1/consents"))
-        .header("authorization", key(konexio))
+        .header("authorization", bearer(konexio))
         .json(&record)
         .send()
         .await
@@ -90,7 +79,7 @@ async fn no_personal_data_reaches_logs_spans_metrics_errors_or_the_audit_log() {
     for _ in 0..2 {
         let response = http
             .post(gateway.url("/v1/referrals"))
-            .header("authorization", key(konexio))
+            .header("authorization", bearer(konexio))
             .header(
                 "content-type",
                 "application/vnd.passerelle.referral.v2+json",
@@ -116,10 +105,10 @@ async fn no_personal_data_reaches_logs_spans_metrics_errors_or_the_audit_log() {
     let mut reused = referral.clone();
     reused["person"]["first_name"] = json!("Zéphyrine-Canarienne");
     for (authorization, document) in [
-        (key(konexio), invalid),
-        (key(konexio), refused.clone()),
-        (key("mission-locale-plaine-commune"), refused),
-        (key(konexio), reused),
+        (bearer(konexio), invalid),
+        (bearer(konexio), refused.clone()),
+        (bearer("mission-locale-plaine-commune"), refused),
+        (bearer(konexio), reused),
     ] {
         let response = http
             .post(gateway.url("/v1/referrals"))
@@ -138,7 +127,7 @@ async fn no_personal_data_reaches_logs_spans_metrics_errors_or_the_audit_log() {
     // Malformed JSON holding the values.
     let response = http
         .post(gateway.url("/v1/referrals"))
-        .header("authorization", key(konexio))
+        .header("authorization", bearer(konexio))
         .header(
             "content-type",
             "application/vnd.passerelle.referral.v2+json",
@@ -158,7 +147,7 @@ async fn no_personal_data_reaches_logs_spans_metrics_errors_or_the_audit_log() {
             "/v1/referrals?format=csv&mapping=carnet-de-bord&recipient={}",
             organisation(france_travail).siret
         )))
-        .header("authorization", key(konexio))
+        .header("authorization", bearer(konexio))
         .header("content-type", "text/csv")
         .body(csv)
         .send()
@@ -170,7 +159,7 @@ async fn no_personal_data_reaches_logs_spans_metrics_errors_or_the_audit_log() {
     // it is the one place it may appear) and posts a status with free text.
     let read = http
         .get(gateway.url(&format!("/v1/referrals/{referral_id}")))
-        .header("authorization", key(france_travail))
+        .header("authorization", bearer(france_travail))
         .send()
         .await
         .expect("read");
@@ -187,7 +176,7 @@ async fn no_personal_data_reaches_logs_spans_metrics_errors_or_the_audit_log() {
     });
     let response = http
         .post(gateway.url(&format!("/v1/referrals/{referral_id}/events")))
-        .header("authorization", key(france_travail))
+        .header("authorization", bearer(france_travail))
         .json(&event)
         .send()
         .await

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::gateway::{Options, Pki, TestGateway, client, organisation};
+use common::gateway::{
+    Options, Pki, TestGateway, bearer, client, consent, new_id, organisation, referral,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -14,36 +16,6 @@ const KONEXIO: &str = "konexio-saint-denis";
 const FRANCE_TRAVAIL: &str = "france-travail-saint-denis";
 const MISSION_LOCALE: &str = "mission-locale-plaine-commune";
 const OTHER_ASSOCIATION: &str = "autre-association";
-
-fn sample(name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("samples")
-        .join(name);
-    serde_json::from_slice(&std::fs::read(path).expect("sample")).expect("sample JSON")
-}
-
-/// The sample consent record under a new id.
-fn consent(record_id: &str) -> Value {
-    let mut record = sample("consent-record.json");
-    record["record_id"] = json!(record_id);
-    record
-}
-
-/// The sample referral under a new id, referencing `record_id`.
-fn referral(referral_id: &str, record_id: &str) -> Value {
-    let mut referral = sample("referral-v2.json");
-    referral["referral_id"] = json!(referral_id);
-    referral["consent_reference"] = json!(record_id);
-    referral
-}
-
-fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-fn key(id: &str) -> String {
-    format!("Bearer {}", organisation(id).api_key)
-}
 
 async fn problem(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
@@ -65,7 +37,7 @@ async fn accepted_referral(gateway: &TestGateway) -> (String, String, Value) {
     let record_id = new_id();
     let stored = http
         .post(gateway.url("/v1/consents"))
-        .header("authorization", key(KONEXIO))
+        .header("authorization", bearer(KONEXIO))
         .json(&consent(&record_id))
         .send()
         .await
@@ -74,7 +46,7 @@ async fn accepted_referral(gateway: &TestGateway) -> (String, String, Value) {
     let referral_id = new_id();
     let response = http
         .post(gateway.url(REFERRALS))
-        .header("authorization", key(KONEXIO))
+        .header("authorization", bearer(KONEXIO))
         .header("content-type", V2)
         .json(&referral(&referral_id, &record_id))
         .send()
@@ -107,7 +79,7 @@ async fn an_accepted_referral_answers_202_with_its_decision_and_reads_per_role()
     let url = gateway.url(&format!("{REFERRALS}/{referral_id}"));
     let sender: Value = http
         .get(&url)
-        .header("authorization", key(KONEXIO))
+        .header("authorization", bearer(KONEXIO))
         .send()
         .await
         .expect("read")
@@ -123,7 +95,7 @@ async fn an_accepted_referral_answers_202_with_its_decision_and_reads_per_role()
 
     let recipient = http
         .get(&url)
-        .header("authorization", key(FRANCE_TRAVAIL))
+        .header("authorization", bearer(FRANCE_TRAVAIL))
         .send()
         .await
         .expect("read");
@@ -150,7 +122,7 @@ async fn the_same_referral_again_is_answered_the_same_and_creates_nothing() {
     let http = gateway.client();
     let record_id = new_id();
     http.post(gateway.url("/v1/consents"))
-        .header("authorization", key(KONEXIO))
+        .header("authorization", bearer(KONEXIO))
         .json(&consent(&record_id))
         .send()
         .await
@@ -159,7 +131,7 @@ async fn the_same_referral_again_is_answered_the_same_and_creates_nothing() {
     let document = referral(&referral_id, &record_id);
     let send = |document: Value| {
         http.post(gateway.url(REFERRALS))
-            .header("authorization", key(KONEXIO))
+            .header("authorization", bearer(KONEXIO))
             .header("content-type", V2)
             .json(&document)
             .send()
@@ -190,7 +162,7 @@ async fn the_same_referral_again_is_answered_the_same_and_creates_nothing() {
     // The stored referral is still the first one.
     let stored: Value = http
         .get(gateway.url(&format!("{REFERRALS}/{referral_id}")))
-        .header("authorization", key(KONEXIO))
+        .header("authorization", bearer(KONEXIO))
         .send()
         .await
         .expect("read")
@@ -203,7 +175,7 @@ async fn the_same_referral_again_is_answered_the_same_and_creates_nothing() {
     stolen["sender"]["organisation"]["siret"] = json!(organisation(OTHER_ASSOCIATION).siret);
     let response = http
         .post(gateway.url(REFERRALS))
-        .header("authorization", key(OTHER_ASSOCIATION))
+        .header("authorization", bearer(OTHER_ASSOCIATION))
         .header("content-type", V2)
         .json(&stolen)
         .send()
@@ -266,7 +238,7 @@ async fn client_certificates_authenticate_organisations() {
     let (status, _) = problem(
         konexio
             .get(gateway.url(&format!("{REFERRALS}/{referral_id}")))
-            .header("authorization", key(FRANCE_TRAVAIL))
+            .header("authorization", bearer(FRANCE_TRAVAIL))
             .send()
             .await
             .expect("mixed"),
@@ -317,7 +289,7 @@ async fn sending_as_another_organisation_is_forbidden() {
     let http = gateway.client();
     let response = http
         .post(gateway.url(REFERRALS))
-        .header("authorization", key(MISSION_LOCALE))
+        .header("authorization", bearer(MISSION_LOCALE))
         .header("content-type", V2)
         .json(&referral(&new_id(), &new_id()))
         .send()
@@ -364,7 +336,7 @@ async fn other_tenants_get_404_on_every_endpoint() {
         for request in requests {
             let (status, body) = problem(
                 request
-                    .header("authorization", key(intruder))
+                    .header("authorization", bearer(intruder))
                     .send()
                     .await
                     .expect("request"),
@@ -376,7 +348,7 @@ async fn other_tenants_get_404_on_every_endpoint() {
         // And exactly what a missing id answers.
         let (status, missing) = problem(
             http.get(gateway.url(&format!("{REFERRALS}/{}", new_id())))
-                .header("authorization", key(intruder))
+                .header("authorization", bearer(intruder))
                 .send()
                 .await
                 .expect("request"),
@@ -396,7 +368,7 @@ async fn each_problem_type_is_answered_as_problem_json() {
     let http = gateway.client();
     let post = |content_type: &str, body: Vec<u8>| {
         http.post(gateway.url(REFERRALS))
-            .header("authorization", key(KONEXIO))
+            .header("authorization", bearer(KONEXIO))
             .header("content-type", content_type)
             .body(body)
             .send()
@@ -483,11 +455,28 @@ async fn each_problem_type_is_answered_as_problem_json() {
         json!("https://passerelle.eu/problems/refused")
     );
     assert_eq!(body["reason"], json!("consent-missing"));
+    // 400: a query parameter the endpoint does not take.
+    let (status, body) = problem(
+        http.post(gateway.url(&format!("{REFERRALS}?nickname=Zouzou")))
+            .header("authorization", bearer(KONEXIO))
+            .header("content-type", V2)
+            .body(b"{}".to_vec())
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["type"],
+        json!("https://passerelle.eu/problems/malformed")
+    );
+    assert!(!body.to_string().contains("Zouzou"), "{body}");
     // 409: a consent record id stored with other content (records are immutable).
     let record_id = new_id();
     let put = |record: Value| {
         http.post(gateway.url("/v1/consents"))
-            .header("authorization", key(KONEXIO))
+            .header("authorization", bearer(KONEXIO))
             .json(&record)
             .send()
     };
@@ -526,7 +515,7 @@ async fn a_withdrawn_consent_refuses_the_next_referral_with_its_reason() {
     // France Travail, a recipient the record covers, records the withdrawal it received.
     let withdrawn = http
         .post(gateway.url(&format!("/v1/consents/{record_id}/events")))
-        .header("authorization", key(FRANCE_TRAVAIL))
+        .header("authorization", bearer(FRANCE_TRAVAIL))
         .json(&json!({
             "kind": "CONSENT_EVENT_KIND_WITHDRAWN",
             "at": chrono::Utc::now().to_rfc3339(),
@@ -540,7 +529,7 @@ async fn a_withdrawn_consent_refuses_the_next_referral_with_its_reason() {
     assert_eq!(answer["state"], json!("withdrawn"));
     let (status, body) = problem(
         http.post(gateway.url(REFERRALS))
-            .header("authorization", key(KONEXIO))
+            .header("authorization", bearer(KONEXIO))
             .header("content-type", V2)
             .json(&referral(&new_id(), &record_id))
             .send()
@@ -553,7 +542,7 @@ async fn a_withdrawn_consent_refuses_the_next_referral_with_its_reason() {
     // The recipient may not give consent in the person's name.
     let (status, _) = problem(
         http.post(gateway.url(&format!("/v1/consents/{record_id}/events")))
-            .header("authorization", key(FRANCE_TRAVAIL))
+            .header("authorization", bearer(FRANCE_TRAVAIL))
             .json(&json!({
                 "kind": "CONSENT_EVENT_KIND_RENEWED",
                 "at": chrono::Utc::now().to_rfc3339(),
@@ -578,7 +567,7 @@ async fn the_rate_limit_answers_429_with_retry_after() {
     for _ in 0..10 {
         let response = http
             .get(gateway.url(&format!("{REFERRALS}/{}", new_id())))
-            .header("authorization", key(KONEXIO))
+            .header("authorization", bearer(KONEXIO))
             .send()
             .await
             .expect("request");
@@ -605,7 +594,7 @@ async fn the_rate_limit_answers_429_with_retry_after() {
     // Another organisation has its own budget.
     let other = http
         .get(gateway.url(&format!("{REFERRALS}/{}", new_id())))
-        .header("authorization", key(FRANCE_TRAVAIL))
+        .header("authorization", bearer(FRANCE_TRAVAIL))
         .send()
         .await
         .expect("request");
@@ -630,7 +619,7 @@ async fn status_events_come_back_to_the_sender_and_are_idempotent() {
     let url = gateway.url(&format!("{REFERRALS}/{referral_id}/events"));
     let first = http
         .post(&url)
-        .header("authorization", key(FRANCE_TRAVAIL))
+        .header("authorization", bearer(FRANCE_TRAVAIL))
         .json(&event)
         .send()
         .await
@@ -640,7 +629,7 @@ async fn status_events_come_back_to_the_sender_and_are_idempotent() {
     assert_eq!(answer["forwarded"], json!(true));
     let again = http
         .post(&url)
-        .header("authorization", key(FRANCE_TRAVAIL))
+        .header("authorization", bearer(FRANCE_TRAVAIL))
         .json(&event)
         .send()
         .await
@@ -652,7 +641,7 @@ async fn status_events_come_back_to_the_sender_and_are_idempotent() {
     forged["author_siret"] = json!(organisation(KONEXIO).siret);
     let (status, _) = problem(
         http.post(&url)
-            .header("authorization", key(KONEXIO))
+            .header("authorization", bearer(KONEXIO))
             .json(&forged)
             .send()
             .await
@@ -662,7 +651,7 @@ async fn status_events_come_back_to_the_sender_and_are_idempotent() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let view: Value = http
         .get(gateway.url(&format!("{REFERRALS}/{referral_id}")))
-        .header("authorization", key(KONEXIO))
+        .header("authorization", bearer(KONEXIO))
         .send()
         .await
         .expect("read")
@@ -687,7 +676,7 @@ async fn a_csv_batch_answers_per_row_with_lines() {
             "{REFERRALS}?format=csv&mapping=carnet-de-bord&recipient={}",
             organisation(FRANCE_TRAVAIL).siret
         )))
-        .header("authorization", key(KONEXIO))
+        .header("authorization", bearer(KONEXIO))
         .header("content-type", "text/csv")
         .body(csv)
         .send()
@@ -757,7 +746,7 @@ async fn the_audit_chain_verifies_and_names_a_tampered_entry() {
     gateway
         .client()
         .get(gateway.url(&format!("{REFERRALS}/{referral_id}")))
-        .header("authorization", key(FRANCE_TRAVAIL))
+        .header("authorization", bearer(FRANCE_TRAVAIL))
         .send()
         .await
         .expect("read");
@@ -814,7 +803,7 @@ async fn a_graceful_shutdown_loses_no_accepted_referral() {
     let record_id = new_id();
     let stored = http
         .post(gateway.url("/v1/consents"))
-        .header("authorization", key(KONEXIO))
+        .header("authorization", bearer(KONEXIO))
         .json(&consent(&record_id))
         .send()
         .await
@@ -833,7 +822,7 @@ async fn a_graceful_shutdown_loses_no_accepted_referral() {
                 let referral_id = new_id();
                 let response = http
                     .post(&url)
-                    .header("authorization", key(KONEXIO))
+                    .header("authorization", bearer(KONEXIO))
                     .header("content-type", V2)
                     .json(&referral(&referral_id, &record_id))
                     .send()
@@ -880,7 +869,7 @@ async fn a_graceful_shutdown_loses_no_accepted_referral() {
     for referral_id in &accepted {
         let read = http
             .get(restarted.url(&format!("{REFERRALS}/{referral_id}")))
-            .header("authorization", key(KONEXIO))
+            .header("authorization", bearer(KONEXIO))
             .send()
             .await
             .expect("read");

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -195,6 +196,17 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
         })
 }
 
+/// A query string the endpoint cannot read (an unknown or repeated
+/// parameter): a problem like any other. The parameters are all strings, so
+/// the framework's message names parameters, never values.
+fn query_error(rejection: QueryRejection) -> Error {
+    Error::Malformed {
+        detail: format!("the query string: {}", rejection.body_text()),
+        line: None,
+        column: None,
+    }
+}
+
 /// The parameters of `POST /v1/referrals`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -275,11 +287,12 @@ struct RowResult {
 async fn submit_referral(
     State(state): State<AppState>,
     peer: Option<axum::Extension<PeerIdentity>>,
-    Query(parameters): Query<SubmitParameters>,
+    parameters: Result<Query<SubmitParameters>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
     let caller = caller(&state, &headers, peer.as_deref())?;
+    let Query(parameters) = parameters.map_err(query_error)?;
     let format = declared_format(&parameters, &headers)?;
     let body = read_body(&state, &headers, body).await?;
     let submission = Submission {
@@ -359,11 +372,12 @@ async fn post_event(
     State(state): State<AppState>,
     peer: Option<axum::Extension<PeerIdentity>>,
     Path(id): Path<String>,
-    Query(parameters): Query<EventParameters>,
+    parameters: Result<Query<EventParameters>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
     let caller = caller(&state, &headers, peer.as_deref())?;
+    let Query(parameters) = parameters.map_err(query_error)?;
     let body = read_json_body(&state, &headers, body).await?;
     let format = parameters.format.as_deref().unwrap_or("passerelle-v2");
     let answer = state

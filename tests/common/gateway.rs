@@ -440,3 +440,36 @@ fn write_config(dir: &Path, pki: &Pki, options: &Options, store: &Path) -> PathB
     }
     write("passerelle.toml", &text)
 }
+
+/// A sample of `samples/` as JSON.
+pub fn sample(name: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(path).expect("sample")).expect("sample JSON")
+}
+
+/// The sample consent record under another id.
+pub fn consent(record_id: &str) -> serde_json::Value {
+    let mut record = sample("consent-record.json");
+    record["record_id"] = serde_json::json!(record_id);
+    record
+}
+
+/// The sample referral under another id, referencing `record_id`.
+pub fn referral(referral_id: &str, record_id: &str) -> serde_json::Value {
+    let mut referral = sample("referral-v2.json");
+    referral["referral_id"] = serde_json::json!(referral_id);
+    referral["consent_reference"] = serde_json::json!(record_id);
+    referral
+}
+
+/// A fresh UUID, as text.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The `Authorization` value of an organisation's API key.
+pub fn bearer(id: &str) -> String {
+    format!("Bearer {}", organisation(id).api_key)
+}
