@@ -8,8 +8,8 @@
 //! - a referral is re-encoded and submitted as `passerelle-proto-v1`/`-v2`, so
 //!   the protobuf adapter, the schema and every pipeline check apply;
 //! - status events and consent records go through their proto3 JSON form
-//!   (the canonical JSON of `docs/json-mapping.md`), written from the
-//!   descriptors (`proto_json` below).
+//!   (the canonical JSON of `docs/json-mapping.md`), written and read by
+//!   prost-reflect's serde support (`proto_json` below).
 //! - answers are typed back from the gateway's canonical values.
 //!
 //! Errors are [`grpc_status`] of the one error type. Field violations are JSON
@@ -610,33 +610,41 @@ pub fn unknown_fields(bytes: &[u8], message: &str) -> Result<Vec<Violation>, Err
             column: None,
         })?;
     let mut found = Vec::new();
-    collect_unknown(&decoded, "", &mut found);
+    each_message(&decoded, "", &mut |message, pointer| {
+        let mut numbers = BTreeSet::new();
+        for field in message.unknown_fields() {
+            if numbers.insert(field.number()) {
+                found.push(Violation::new(
+                    format!("{pointer}/{}", field.number()),
+                    "unknown-field",
+                    format!(
+                        "no field number {} in {} of this API version, found one",
+                        field.number(),
+                        message.descriptor().full_name()
+                    ),
+                ));
+            }
+        }
+    });
     Ok(found)
 }
 
-fn collect_unknown(message: &DynamicMessage, pointer: &str, found: &mut Vec<Violation>) {
-    let mut numbers = BTreeSet::new();
-    for field in message.unknown_fields() {
-        if numbers.insert(field.number()) {
-            found.push(Violation::new(
-                format!("{pointer}/{}", field.number()),
-                "unknown-field",
-                format!(
-                    "no field number {} in {} of this API version, found one",
-                    field.number(),
-                    message.descriptor().full_name()
-                ),
-            ));
-        }
-    }
+/// Calls `visit` on a message and on every message it holds, at any depth,
+/// each with its JSON pointer (field names and list indexes).
+fn each_message(
+    message: &DynamicMessage,
+    pointer: &str,
+    visit: &mut dyn FnMut(&DynamicMessage, &str),
+) {
+    visit(message, pointer);
     for (field, value) in message.fields() {
         let pointer = format!("{pointer}/{}", field.name());
         match value {
-            prost_reflect::Value::Message(inner) => collect_unknown(inner, &pointer, found),
+            prost_reflect::Value::Message(inner) => each_message(inner, &pointer, visit),
             prost_reflect::Value::List(items) => {
                 for (index, item) in items.iter().enumerate() {
                     if let prost_reflect::Value::Message(inner) = item {
-                        collect_unknown(inner, &format!("{pointer}/{index}"), found);
+                        each_message(inner, &format!("{pointer}/{index}"), visit);
                     }
                 }
             }
@@ -646,18 +654,15 @@ fn collect_unknown(message: &DynamicMessage, pointer: &str, found: &mut Vec<Viol
 }
 
 /// The proto3 JSON mapping with the original field names (the JSON form of
-/// `docs/json-mapping.md`), read from the descriptors: messages to the
+/// `docs/json-mapping.md`), by prost-reflect's serde support: messages to the
 /// documents the gateway parses, and stored documents back to messages.
 mod proto_json {
-    use chrono::{DateTime, SecondsFormat, Utc};
     use prost::Message;
-    use prost_reflect::{
-        DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value,
-    };
+    use prost_reflect::{DeserializeOptions, DynamicMessage, ReflectMessage, SerializeOptions};
     use serde_json::Value as Json;
 
-    use super::descriptor;
-    use crate::error::Error;
+    use super::{descriptor, each_message};
+    use crate::error::{Error, Violation};
 
     const TIMESTAMP: &str = "google.protobuf.Timestamp";
 
@@ -665,171 +670,91 @@ mod proto_json {
     /// 9999-12-31T23:59:59Z), in Unix seconds.
     const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
 
-    /// The JSON document of a message, as bytes for the gateway. Unset fields
-    /// are left out; an enum number the schema does not name is written as a
-    /// number, which the schema then refuses at its pointer.
+    /// The nanoseconds a `Timestamp` may hold: `google/protobuf/timestamp.proto`
+    /// says "must be from 0 to 999,999,999 inclusive".
+    const TIMESTAMP_NANOS: std::ops::RangeInclusive<i32> = 0..=999_999_999;
+
+    /// The canonical form: original (snake_case) names and unset fields left
+    /// out. Enums are written by name, and an enum number the proto does not
+    /// name as a number, which the schema then refuses at its pointer.
+    /// `docs/json-mapping.md` maps `int64` to JSON integers where the proto3
+    /// mapping writes strings (no field has one today, only `Timestamp`, which
+    /// is written as a string anyway).
+    const CANONICAL: SerializeOptions = SerializeOptions::new()
+        .use_proto_field_name(true)
+        .skip_default_fields(true)
+        .use_enum_numbers(false)
+        .stringify_64_bit_integers(false);
+
+    /// The JSON document of a message, as bytes for the gateway. A `Timestamp`
+    /// the proto says is invalid is refused at its pointer (rule `format`).
     pub(super) fn document(message: &impl Message, name: &str) -> Result<Vec<u8>, Error> {
-        let decoded = DynamicMessage::decode(descriptor(name)?, message.encode_to_vec().as_slice())
+        let mut decoded = DynamicMessage::new(descriptor(name)?);
+        decoded
+            .transcode_from(message)
             .map_err(|error| Error::Internal(format!("re-reading a {name}: {error}")))?;
-        let json = message_json(&decoded, "")?;
-        serde_json::to_vec(&json)
-            .map_err(|_| Error::Internal(format!("a {name} does not encode as JSON")))
+        let invalid = invalid_timestamps(&decoded);
+        if !invalid.is_empty() {
+            return Err(Error::Invalid(invalid));
+        }
+        let mut serializer = serde_json::Serializer::new(Vec::new());
+        decoded
+            .serialize_with_options(&mut serializer, &CANONICAL)
+            .map_err(|_| Error::Internal(format!("a {name} does not encode as JSON")))?;
+        Ok(serializer.into_inner())
     }
 
     /// The message of a JSON document the gateway wrote (from its canonical
     /// types): anything that does not map is an internal error.
     pub(super) fn message<M: Message + Default>(document: &Json, name: &str) -> Result<M, Error> {
-        let decoded = json_message(descriptor(name)?, document, "")?;
-        M::decode(decoded.encode_to_vec().as_slice())
+        let mut track = serde_path_to_error::Track::new();
+        let decoded = DynamicMessage::deserialize_with_options(
+            descriptor(name)?,
+            serde_path_to_error::Deserializer::new(document, &mut track),
+            &DeserializeOptions::new().deny_unknown_fields(true),
+        )
+        // serde's message may quote the value (personal data): only its
+        // place is kept, for the logs.
+        .map_err(|_| {
+            Error::Internal(format!(
+                "a stored {name} does not map to its proto at {}",
+                track.path()
+            ))
+        })?;
+        decoded
+            .transcode_to()
             .map_err(|error| Error::Internal(format!("re-reading a {name}: {error}")))
     }
 
-    fn message_json(message: &DynamicMessage, pointer: &str) -> Result<Json, Error> {
-        if message.descriptor().full_name() == TIMESTAMP {
-            return timestamp_json(message, pointer);
-        }
-        let mut object = serde_json::Map::new();
-        for (field, value) in message.fields() {
-            let pointer = format!("{pointer}/{}", field.name());
-            object.insert(
-                field.name().to_owned(),
-                value_json(&field, value, &pointer)?,
-            );
-        }
-        Ok(Json::Object(object))
-    }
-
-    fn value_json(field: &FieldDescriptor, value: &Value, pointer: &str) -> Result<Json, Error> {
-        Ok(match value {
-            Value::Bool(flag) => Json::Bool(*flag),
-            Value::String(text) => Json::String(text.clone()),
-            Value::I32(number) => Json::from(*number),
-            Value::U32(number) => Json::from(*number),
-            // The proto3 JSON mapping writes 64-bit integers as strings.
-            Value::I64(number) => Json::String(number.to_string()),
-            Value::U64(number) => Json::String(number.to_string()),
-            Value::EnumNumber(number) => match field.kind() {
-                Kind::Enum(kinds) => match kinds.get_value(*number) {
-                    Some(known) => Json::String(known.name().to_owned()),
-                    None => Json::from(*number),
-                },
-                _ => Json::from(*number),
-            },
-            Value::Message(inner) => message_json(inner, pointer)?,
-            Value::List(items) => Json::Array(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(index, item)| value_json(field, item, &format!("{pointer}/{index}")))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Value::F32(_) | Value::F64(_) | Value::Bytes(_) | Value::Map(_) => {
-                return Err(Error::Internal(format!(
-                    "{} has a type the Passerelle JSON form does not use",
-                    field.full_name()
-                )));
+    /// Every `Timestamp` outside the proto's range, at its pointer.
+    ///
+    /// Kept by hand because prost-reflect differs from the canonical form
+    /// here: it checks only the seconds, and its error is serde's, with no
+    /// place to report; and it normalises nanos outside 0..=999999999 into
+    /// another instant (`{seconds: 0, nanos: -1}` prints as
+    /// `1969-12-31T23:59:59.999999999Z`, and past 9999 as a year `+10000`)
+    /// where the proto says such a `Timestamp` is invalid.
+    fn invalid_timestamps(message: &DynamicMessage) -> Vec<Violation> {
+        let mut found = Vec::new();
+        each_message(message, "", &mut |message, pointer| {
+            if message.descriptor().full_name() != TIMESTAMP {
+                return;
             }
-        })
-    }
-
-    fn timestamp_json(message: &DynamicMessage, pointer: &str) -> Result<Json, Error> {
-        let seconds = message
-            .get_field_by_name("seconds")
-            .and_then(|value| value.as_i64())
-            .unwrap_or_default();
-        let nanos = message
-            .get_field_by_name("nanos")
-            .and_then(|value| value.as_i32())
-            .unwrap_or_default();
-        let instant = u32::try_from(nanos)
-            .ok()
-            .filter(|nanos| *nanos < 1_000_000_000 && TIMESTAMP_SECONDS.contains(&seconds))
-            .and_then(|nanos| DateTime::<Utc>::from_timestamp(seconds, nanos))
-            .ok_or_else(|| {
-                Error::invalid(
+            let valid = message
+                .transcode_to::<prost_types::Timestamp>()
+                .is_ok_and(|timestamp| {
+                    TIMESTAMP_SECONDS.contains(&timestamp.seconds)
+                        && TIMESTAMP_NANOS.contains(&timestamp.nanos)
+                });
+            if !valid {
+                found.push(Violation::new(
                     pointer,
                     "format",
                     "a Timestamp between 0001-01-01 and 9999-12-31 with nanos in 0..=999999999, found one out of range",
-                )
-            })?;
-        Ok(Json::String(
-            instant.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        ))
-    }
-
-    fn json_message(
-        descriptor: MessageDescriptor,
-        document: &Json,
-        pointer: &str,
-    ) -> Result<DynamicMessage, Error> {
-        let unmapped = |what: &str| {
-            Error::Internal(format!(
-                "a stored {} does not map to its proto at {pointer}: {what}",
-                descriptor.full_name()
-            ))
-        };
-        let mut message = DynamicMessage::new(descriptor.clone());
-        if descriptor.full_name() == TIMESTAMP {
-            let instant = document
-                .as_str()
-                .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
-                .ok_or_else(|| unmapped("not an RFC 3339 time"))?;
-            message.set_field_by_name("seconds", Value::I64(instant.timestamp()));
-            let nanos = i32::try_from(instant.timestamp_subsec_nanos().min(999_999_999))
-                .unwrap_or_default();
-            message.set_field_by_name("nanos", Value::I32(nanos));
-            return Ok(message);
-        }
-        let object = document
-            .as_object()
-            .ok_or_else(|| unmapped("not an object"))?;
-        for (name, item) in object {
-            if item.is_null() {
-                continue;
+                ));
             }
-            let field = descriptor
-                .get_field_by_name(name)
-                .ok_or_else(|| unmapped("a member the message does not define"))?;
-            let pointer = format!("{pointer}/{name}");
-            let value = if field.is_list() {
-                let items = item.as_array().ok_or_else(|| unmapped("not an array"))?;
-                Value::List(
-                    items
-                        .iter()
-                        .enumerate()
-                        .map(|(index, item)| {
-                            json_value(&field.kind(), item, &format!("{pointer}/{index}"))
-                        })
-                        .collect::<Result<_, _>>()?,
-                )
-            } else {
-                json_value(&field.kind(), item, &pointer)?
-            };
-            message
-                .try_set_field(&field, value)
-                .map_err(|_| unmapped("a value of another type"))?;
-        }
-        Ok(message)
-    }
-
-    fn json_value(kind: &Kind, item: &Json, pointer: &str) -> Result<Value, Error> {
-        let unmapped = || {
-            Error::Internal(format!(
-                "a stored document does not map to its proto at {pointer}"
-            ))
-        };
-        Ok(match kind {
-            Kind::Bool => Value::Bool(item.as_bool().ok_or_else(unmapped)?),
-            Kind::String => Value::String(item.as_str().ok_or_else(unmapped)?.to_owned()),
-            Kind::Enum(kinds) => Value::EnumNumber(
-                item.as_str()
-                    .and_then(|name| kinds.get_value_by_name(name))
-                    .ok_or_else(unmapped)?
-                    .number(),
-            ),
-            Kind::Message(inner) => Value::Message(json_message(inner.clone(), item, pointer)?),
-            _ => return Err(unmapped()),
-        })
+        });
+        found
     }
 }
 
@@ -951,7 +876,96 @@ mod tests {
     }
 
     #[test]
-    fn a_consent_record_maps_to_json_and_back_unchanged() {
+    fn every_timestamp_out_of_range_is_refused_at_its_pointer() {
+        let record = consent_v1::ConsentRecord {
+            record_id: "9d2f7c1a-8e3b-4a6d-b5c4-1f0e2d3c4b5a".to_owned(),
+            // 9999-12-31T23:59:59Z, the last valid instant.
+            valid_from: Some(prost_types::Timestamp {
+                seconds: 253_402_300_799,
+                nanos: 0,
+            }),
+            // One second later: year 10000.
+            valid_until: Some(prost_types::Timestamp {
+                seconds: 253_402_300_800,
+                nanos: 0,
+            }),
+            events: vec![
+                consent_v1::ConsentEvent {
+                    at: Some(prost_types::Timestamp {
+                        seconds: 1_796_200_200,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                },
+                // Nanos that would carry into the next second.
+                consent_v1::ConsentEvent {
+                    at: Some(prost_types::Timestamp {
+                        seconds: 1_796_200_200,
+                        nanos: 1_000_000_000,
+                    }),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let error = proto_json::document(&record, CONSENT_RECORD).expect_err("out of range");
+        let found: Vec<(&str, &str)> = error
+            .violations()
+            .iter()
+            .map(|violation| (violation.pointer.as_str(), violation.rule.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [("/valid_until", "format"), ("/events/1/at", "format")]
+        );
+    }
+
+    #[test]
+    fn the_last_instant_and_enum_names_are_written_in_the_canonical_form() {
+        let event = consent_v1::ConsentEvent {
+            kind: consent_v1::ConsentEventKind::Given.into(),
+            at: Some(prost_types::Timestamp {
+                seconds: 253_402_300_799,
+                nanos: 999_999_999,
+            }),
+            recorded_by: String::new(),
+        };
+        let bytes = proto_json::document(&event, CONSENT_EVENT).expect("maps");
+        let json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "kind": "CONSENT_EVENT_KIND_GIVEN",
+                "at": "9999-12-31T23:59:59.999999999Z",
+            })
+        );
+    }
+
+    #[test]
+    fn a_stored_document_that_does_not_map_is_an_internal_error_without_its_values() {
+        let detail = |document: &serde_json::Value| match proto_json::message::<
+            consent_v1::ConsentRecord,
+        >(document, CONSENT_RECORD)
+        {
+            Err(Error::Internal(detail)) => detail,
+            other => panic!("an internal error, found {other:?}"),
+        };
+        let (_, canonical) = golden_consent_record();
+        // prost-reflect refuses an unknown member from the object that holds it.
+        let mut unknown = canonical.clone();
+        unknown["events"][1]["nickname"] = serde_json::json!("Prénomtest");
+        let found = detail(&unknown);
+        assert!(found.ends_with(" at events[1]"), "{found}");
+        assert!(!found.contains("Prénomtest"), "{found}");
+        let mut misspelt = canonical;
+        misspelt["events"][0]["at"] = serde_json::json!("30/11/2026");
+        let found = detail(&misspelt);
+        assert!(found.ends_with(" at events[0].at"), "{found}");
+        assert!(!found.contains("30/11/2026"), "{found}");
+    }
+
+    /// The golden consent record, parsed, and its canonical JSON.
+    fn golden_consent_record() -> (crate::consent::ConsentRecord, serde_json::Value) {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/golden/consent/consent-given.json"
@@ -961,6 +975,12 @@ mod tests {
             crate::consent::ConsentRecord::parse(&text, &crate::validate::Limits::default())
                 .expect("valid record");
         let canonical = serde_json::to_value(&record).expect("JSON");
+        (record, canonical)
+    }
+
+    #[test]
+    fn a_consent_record_maps_to_json_and_back_unchanged() {
+        let (record, canonical) = golden_consent_record();
         let message: consent_v1::ConsentRecord =
             proto_json::message(&canonical, CONSENT_RECORD).expect("maps to proto");
         assert_eq!(message.collection.as_ref().map(|c| c.method), Some(1));
@@ -970,6 +990,16 @@ mod tests {
             crate::consent::ConsentRecord::parse(&back, &crate::validate::Limits::default())
                 .expect("still valid");
         assert_eq!(reparsed, record);
+        // The very form the gateway writes (names, enum names, UTC times),
+        // not only a document that means the same; but `false` in a plain
+        // proto3 `bool` is its default, which the proto3 mapping leaves out.
+        let mut expected = canonical;
+        let removed = expected["collection"]
+            .as_object_mut()
+            .and_then(|collection| collection.remove("on_behalf_of_guardian"));
+        assert_eq!(removed, Some(serde_json::Value::Bool(false)));
+        let written: serde_json::Value = serde_json::from_slice(&back).expect("JSON");
+        assert_eq!(written, expected);
     }
 
     #[test]
