@@ -6,6 +6,12 @@
 //! gateway API (`passerelle.gateway.v1` with everything it imports), for gRPC
 //! reflection and request checks. The API's envelope messages carry ids and
 //! codes, not personal data, so they declare no data categories.
+//!
+//! A third run generates the receiver service (`passerelle.receiver.v1`), the
+//! one push destinations implement: a client for the gateway, a server for
+//! the tests and the demo. It keeps no descriptor set: its payload is opaque
+//! bytes already written in the destination's format, so there are no data
+//! categories to check and nothing to reflect.
 
 use std::path::PathBuf;
 
@@ -20,6 +26,9 @@ const DATA_PROTOS: [&str; 5] = [
 
 /// The gRPC API.
 const GATEWAY_PROTO: &str = "proto/passerelle/gateway/v1/gateway.proto";
+
+/// The service push destinations implement.
+const RECEIVER_PROTO: &str = "proto/passerelle/receiver/v1/receiver.proto";
 
 /// Where the gateway's generated code finds the data packages' types: they
 /// are generated once, by the first run, and included by `src/model/proto.rs`.
@@ -38,7 +47,7 @@ const DATA_PACKAGES: [(&str, &str); 5] = [
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    for proto in DATA_PROTOS.iter().chain([&GATEWAY_PROTO]) {
+    for proto in DATA_PROTOS.iter().chain([&GATEWAY_PROTO, &RECEIVER_PROTO]) {
         println!("cargo:rerun-if-changed={proto}");
     }
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -78,5 +87,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder = builder.extern_path(package, path);
     }
     builder.compile_fds_with_config(gateway.file_descriptor_set(), config)?;
+
+    let mut receiver = protox::Compiler::new(["proto"])?;
+    receiver.open_files([RECEIVER_PROTO])?;
+    // The default codec: the gateway's strict one refuses unknown fields in
+    // requests it serves, while this client must accept answers that gain fields.
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(receiver.file_descriptor_set())?;
     Ok(())
 }

@@ -43,6 +43,29 @@ pub struct GatewayConfig {
     pub mappings: BTreeMap<String, Mapping>,
     /// Logs, traces and metrics.
     pub telemetry: TelemetryConfig,
+    /// How the outbox worker runs.
+    pub delivery: DeliverySettings,
+}
+
+/// How the outbox worker runs (the `[delivery]` table).
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// How often the worker looks for due messages when nothing wakes it.
+    pub poll_interval: Duration,
+    /// The first retry delay; each retry doubles it (full jitter), up to `max_delay`.
+    pub base_delay: Duration,
+    /// The longest delay between two attempts.
+    pub max_delay: Duration,
+    /// How long a pulled message stays leased before it is offered again.
+    pub lease: Duration,
+    /// Messages claimed at once.
+    pub batch: u32,
+    /// Attempts in flight at once.
+    pub concurrency: usize,
+    /// A referral with no status event for this long expires (DORA: 30 days).
+    pub expiry: Duration,
+    /// How often expiry is checked.
+    pub expiry_check: Duration,
 }
 
 /// Where and how the gateway listens.
@@ -93,6 +116,59 @@ pub struct Organisation {
     pub api_key_hashes: Vec<[u8; 32]>,
     /// Its client certificates (mTLS).
     pub certificates: Vec<CertificateMatch>,
+    /// How messages reach it.
+    pub delivery: Delivery,
+}
+
+/// How messages for an organisation leave the gateway.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Push (webhook, gRPC) or pull (inbox).
+    pub mode: DeliveryMode,
+    /// The format messages are written in (`passerelle-v2`, `passerelle-v1`, `france-travail`).
+    pub format: String,
+    /// Attempts before a message is dead-lettered.
+    pub max_attempts: u32,
+    /// Age after which a message still undelivered is dead-lettered.
+    pub max_age: Duration,
+    /// How long one push attempt may take.
+    pub timeout: Duration,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            mode: DeliveryMode::Pull,
+            format: defaults::delivery_format(),
+            max_attempts: defaults::max_attempts(),
+            max_age: Duration::from_secs(defaults::max_age_hours() * 3600),
+            timeout: Duration::from_secs(defaults::timeout_seconds()),
+        }
+    }
+}
+
+/// The channel of an organisation's deliveries.
+#[derive(Debug, Clone)]
+pub enum DeliveryMode {
+    /// The organisation fetches its messages from its inbox and acknowledges them.
+    Pull,
+    /// Signed POSTs (Standard Webhooks) to the organisation's URL.
+    Webhook(PushTarget),
+    /// Calls to the organisation's `passerelle.receiver.v1` gRPC service.
+    Grpc(PushTarget),
+}
+
+/// Where and how to push.
+#[derive(Debug, Clone)]
+pub struct PushTarget {
+    /// The receiver's URL.
+    pub url: String,
+    /// The signing secret's reference (`env:NAME` or `file:PATH`), for webhooks.
+    pub secret: Option<crate::policy::KeyReference>,
+    /// CA certificates (PEM) the receiver's certificate must chain to (required for https).
+    pub ca: Option<PathBuf>,
+    /// The gateway's client certificate and key (PEM) for receivers that require mTLS.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// How a client certificate is recognised as an organisation's.
@@ -130,6 +206,18 @@ impl Organisations {
         self.by_siret
             .get(siret.as_str())
             .map(|index| &self.list[*index])
+    }
+
+    /// Changes how an organisation's messages leave (the demo points France
+    /// Travail at its local receiver).
+    pub fn set_delivery(&mut self, id: &str, delivery: Delivery) -> Result<(), Error> {
+        let organisation = self
+            .list
+            .iter_mut()
+            .find(|organisation| organisation.id == id)
+            .ok_or_else(|| Error::NotFound(format!("organisation {id}")))?;
+        organisation.delivery = delivery;
+        Ok(())
     }
 
     /// The organisation with this id.
@@ -175,6 +263,8 @@ struct File {
     development: DevelopmentFile,
     #[serde(default)]
     telemetry: TelemetryConfig,
+    #[serde(default)]
+    delivery: DeliveryDefaultsFile,
     #[serde(default, rename = "organisation")]
     organisations: Vec<OrganisationFile>,
 }
@@ -262,6 +352,60 @@ struct OrganisationFile {
     api_keys: Vec<String>,
     #[serde(default)]
     client_certificates: Vec<CertificateFile>,
+    #[serde(default)]
+    delivery: Option<DeliveryFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DeliveryDefaultsFile {
+    poll_interval_milliseconds: u64,
+    base_delay_milliseconds: u64,
+    max_delay_seconds: u64,
+    lease_seconds: u64,
+    batch: u32,
+    concurrency: usize,
+    expiry_days: u64,
+    expiry_check_seconds: u64,
+}
+
+impl Default for DeliveryDefaultsFile {
+    fn default() -> Self {
+        Self {
+            poll_interval_milliseconds: 200,
+            base_delay_milliseconds: 1000,
+            max_delay_seconds: 3600,
+            lease_seconds: 60,
+            batch: 64,
+            concurrency: 16,
+            expiry_days: 30,
+            expiry_check_seconds: 3600,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveryFile {
+    mode: String,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default = "defaults::delivery_format")]
+    format: String,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    ca: Option<PathBuf>,
+    #[serde(default)]
+    client_certificate: Option<PathBuf>,
+    #[serde(default)]
+    client_key: Option<PathBuf>,
+    #[serde(default = "defaults::max_attempts")]
+    max_attempts: u32,
+    #[serde(default = "defaults::max_age_hours")]
+    max_age_hours: u64,
+    #[serde(default = "defaults::timeout_seconds")]
+    timeout_seconds: u64,
 }
 
 #[derive(Deserialize)]
@@ -274,6 +418,18 @@ struct CertificateFile {
 }
 
 mod defaults {
+    pub(super) fn delivery_format() -> String {
+        "passerelle-v2".to_owned()
+    }
+    pub(super) fn max_attempts() -> u32 {
+        12
+    }
+    pub(super) fn max_age_hours() -> u64 {
+        72
+    }
+    pub(super) fn timeout_seconds() -> u64 {
+        10
+    }
     pub(super) fn max_body_bytes() -> u64 {
         1024 * 1024
     }
@@ -326,7 +482,7 @@ impl GatewayConfig {
             .telemetry
             .check()
             .map_err(|detail| Error::config(&name, "telemetry", detail))?;
-        let organisations = organisations(&name, parsed.organisations)?;
+        let organisations = organisations(&name, folder, parsed.organisations)?;
         let policies = load_policies(&name, &folder.join(&parsed.policies.directory))?;
         let (keys, ephemeral_keys) = if parsed.development.ephemeral_pseudonym_keys {
             KeyRing::load_or_generate(&policies)
@@ -347,6 +503,7 @@ impl GatewayConfig {
             ephemeral_keys,
             mappings,
             telemetry: parsed.telemetry,
+            delivery: delivery_defaults(&name, &parsed.delivery)?,
         })
     }
 }
@@ -424,7 +581,152 @@ fn server(name: &str, folder: &Path, file: ServerFile) -> Result<ServerConfig, E
     })
 }
 
-fn organisations(name: &str, files: Vec<OrganisationFile>) -> Result<Organisations, Error> {
+fn delivery_defaults(name: &str, file: &DeliveryDefaultsFile) -> Result<DeliverySettings, Error> {
+    let values = [
+        (
+            "delivery.poll_interval_milliseconds",
+            file.poll_interval_milliseconds,
+        ),
+        (
+            "delivery.base_delay_milliseconds",
+            file.base_delay_milliseconds,
+        ),
+        ("delivery.max_delay_seconds", file.max_delay_seconds),
+        ("delivery.lease_seconds", file.lease_seconds),
+        ("delivery.batch", u64::from(file.batch)),
+        ("delivery.concurrency", file.concurrency as u64),
+        ("delivery.expiry_days", file.expiry_days),
+        ("delivery.expiry_check_seconds", file.expiry_check_seconds),
+    ];
+    for (key, value) in values {
+        if value == 0 {
+            return Err(Error::config(name, key, "must be greater than 0"));
+        }
+    }
+    Ok(DeliverySettings {
+        poll_interval: Duration::from_millis(file.poll_interval_milliseconds),
+        base_delay: Duration::from_millis(file.base_delay_milliseconds),
+        max_delay: Duration::from_secs(file.max_delay_seconds),
+        lease: Duration::from_secs(file.lease_seconds),
+        batch: file.batch,
+        concurrency: file.concurrency,
+        expiry: Duration::from_secs(file.expiry_days * 24 * 3600),
+        expiry_check: Duration::from_secs(file.expiry_check_seconds),
+    })
+}
+
+fn delivery_settings(
+    name: &str,
+    folder: &Path,
+    key: &str,
+    file: DeliveryFile,
+) -> Result<Delivery, Error> {
+    let field = |field: &str| format!("{key}.{field}");
+    if !matches!(
+        file.format.as_str(),
+        "passerelle-v1" | "passerelle-v2" | "france-travail"
+    ) {
+        return Err(Error::config(
+            name,
+            &field("format"),
+            "expected passerelle-v1, passerelle-v2 or france-travail",
+        ));
+    }
+    if file.max_attempts == 0 || file.max_age_hours == 0 || file.timeout_seconds == 0 {
+        return Err(Error::config(
+            name,
+            key,
+            "max_attempts, max_age_hours and timeout_seconds must be greater than 0",
+        ));
+    }
+    let target = |file: &DeliveryFile| -> Result<PushTarget, Error> {
+        let url = file.url.clone().ok_or_else(|| {
+            Error::config(
+                name,
+                &field("url"),
+                "missing: push delivery needs the receiver's URL",
+            )
+        })?;
+        let loopback_http = url.starts_with("http://127.0.0.1")
+            || url.starts_with("http://localhost")
+            || url.starts_with("http://[::1]");
+        if !url.starts_with("https://") && !loopback_http {
+            return Err(Error::config(
+                name,
+                &field("url"),
+                "expected an https:// URL (http:// only to a loopback address, for development)",
+            ));
+        }
+        if url.starts_with("https://") && file.ca.is_none() {
+            return Err(Error::config(
+                name,
+                &field("ca"),
+                "missing: an https receiver needs the CA certificates (PEM) its certificate chains to",
+            ));
+        }
+        let client_identity = match (&file.client_certificate, &file.client_key) {
+            (Some(certificate), Some(private_key)) => {
+                Some((folder.join(certificate), folder.join(private_key)))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(Error::config(
+                    name,
+                    &field("client_certificate"),
+                    "client_certificate and client_key go together",
+                ));
+            }
+        };
+        let secret = match &file.secret {
+            Some(reference) => Some(
+                crate::policy::KeyReference::parse(reference, folder)
+                    .map_err(|detail| Error::config(name, &field("secret"), detail))?,
+            ),
+            None => None,
+        };
+        Ok(PushTarget {
+            url,
+            secret,
+            ca: file.ca.as_ref().map(|ca| folder.join(ca)),
+            client_identity,
+        })
+    };
+    let mode = match file.mode.as_str() {
+        "pull" => DeliveryMode::Pull,
+        "webhook" => {
+            let target = target(&file)?;
+            if target.secret.is_none() {
+                return Err(Error::config(
+                    name,
+                    &field("secret"),
+                    "missing: webhooks are signed (Standard Webhooks); give env:NAME or file:PATH",
+                ));
+            }
+            DeliveryMode::Webhook(target)
+        }
+        "grpc" => DeliveryMode::Grpc(target(&file)?),
+        _ => {
+            return Err(Error::config(
+                name,
+                &field("mode"),
+                "expected pull, webhook or grpc",
+            ));
+        }
+    };
+    Ok(Delivery {
+        mode,
+        format: file.format,
+        max_attempts: file.max_attempts,
+        max_age: Duration::from_secs(file.max_age_hours * 3600),
+        timeout: Duration::from_secs(file.timeout_seconds),
+    })
+}
+
+fn organisations(
+    name: &str,
+    folder: &Path,
+    files: Vec<OrganisationFile>,
+) -> Result<Organisations, Error> {
     let mut organisations = Organisations::default();
     let mut ids = BTreeMap::new();
     for (index, file) in files.into_iter().enumerate() {
@@ -511,6 +813,10 @@ fn organisations(name: &str, files: Vec<OrganisationFile>) -> Result<Organisatio
             };
             certificates.push(rule);
         }
+        let delivery = match file.delivery {
+            Some(delivery) => delivery_settings(name, folder, &key("delivery"), delivery)?,
+            None => Delivery::default(),
+        };
         organisations
             .by_siret
             .insert(siret.as_str().to_owned(), index);
@@ -523,6 +829,7 @@ fn organisations(name: &str, files: Vec<OrganisationFile>) -> Result<Organisatio
             },
             api_key_hashes: hashes,
             certificates,
+            delivery,
         });
     }
     Ok(organisations)
@@ -688,6 +995,26 @@ mod tests {
                 "organisation[0].client_certificates[0]",
             ),
         ];
+        let delivery = |table: &str| format!("{ORGANISATION}[organisation.delivery]\n{table}\n");
+        let cases = cases.into_iter().chain([
+            (delivery("mode = \"carrier-pigeon\""), "organisation[0].delivery.mode"),
+            (
+                delivery("mode = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\""),
+                "organisation[0].delivery.secret",
+            ),
+            (
+                delivery("mode = \"webhook\"\nurl = \"https://receiver.example/hook\"\nsecret = \"env:SECRET\""),
+                "organisation[0].delivery.ca",
+            ),
+            (
+                delivery("mode = \"grpc\"\nurl = \"http://receiver.example:50051\""),
+                "organisation[0].delivery.url",
+            ),
+            (
+                delivery("mode = \"pull\"\nformat = \"dora\""),
+                "organisation[0].delivery.format",
+            ),
+        ]);
         for (organisation, expected) in cases {
             let (key, detail) = config_error(load(plain, &format!("{development}{organisation}")));
             assert_eq!(key, expected, "{detail}");

@@ -24,7 +24,8 @@ use crate::formats::csv_mapping::CsvFormat;
 use crate::formats::{self, Context, FormatOptions};
 use crate::model::categories::DataCategory;
 use crate::model::ids::{ReferralId, Siret};
-use crate::model::status::{Status, StatusEvent};
+use crate::model::lifecycle::{self, Author};
+use crate::model::status::{Status, StatusEvent, StatusV1Tag};
 use crate::model::{Message, Translated, v2};
 use crate::policy::{MessageKind, Policy};
 use crate::store::{
@@ -47,12 +48,25 @@ pub const INPUT_FORMATS: &[&str] = &[
     "csv",
 ];
 
+/// The author and audit actor of what the gateway does on its own (expiry).
+pub const GATEWAY_ACTOR: &str = "passerelle";
+
+/// The source of the ids derived for an expiry (its event, its messages).
+const EXPIRY_SOURCE: &str = "passerelle-expiry";
+/// The source under which withdrawal notice ids are derived.
+const WITHDRAWAL_SOURCE: &str = "passerelle-consent-withdrawal";
+
+/// How many times a status event is checked against a history that keeps
+/// changing under it before the caller is asked to post again.
+const LIFECYCLE_ATTEMPTS: u32 = 3;
+
 /// The gateway: configuration, store and metrics, shared by every request.
 #[derive(Debug)]
 pub struct Gateway {
     config: GatewayConfig,
     store: Arc<Store>,
     metrics: Metrics,
+    outbox: Arc<tokio::sync::Notify>,
 }
 
 /// A referral submission as it arrives: bytes in a named format.
@@ -172,7 +186,20 @@ impl Gateway {
             config,
             store,
             metrics,
+            outbox: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Wakes every task waiting for queued messages (the push worker, open
+    /// inbox streams), and the next one to wait if none is waiting now.
+    fn wake_outbox(&self) {
+        self.outbox.notify_waiters();
+        self.outbox.notify_one();
+    }
+
+    /// Woken each time a message is queued (the outbox worker waits on it).
+    pub fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.outbox)
     }
 
     /// The configuration.
@@ -466,6 +493,7 @@ impl Gateway {
             Accepted::New(stored) => (stored, false),
             Accepted::Replayed(stored) => (stored, true),
         };
+        self.wake_outbox();
         if let Ok(depth) = self.store.queue_depth().await {
             self.metrics.set_queue_depth(depth);
         }
@@ -564,7 +592,9 @@ impl Gateway {
     }
 
     /// Records a status event about a referral, posted by its recipient (or a
-    /// withdrawal by its sender), and queues it, minimised, for the other party.
+    /// withdrawal by its sender), once the referral's lifecycle allows it
+    /// ([`lifecycle::check_transition`]; a refusal is audited), and queues it,
+    /// minimised, for the other party.
     pub async fn post_event(
         &self,
         caller: &Organisation,
@@ -572,8 +602,7 @@ impl Gateway {
         format: &str,
         body: &[u8],
     ) -> Result<EventAnswer, Error> {
-        let (stored, role) = self.visible_referral(caller, referral_id).await?;
-        let role_sender = role == Role::Sender;
+        let (mut stored, role) = self.visible_referral(caller, referral_id).await?;
         let id = ReferralId::parse(&stored.referral_id)
             .map_err(|_| Error::Internal("store: a stored referral id is unreadable".to_owned()))?;
         let context = Context {
@@ -621,25 +650,18 @@ impl Gateway {
                 "the event names another organisation as its author".to_owned(),
             ));
         }
-        if role_sender && event.status != Status::Withdrawn {
-            return Err(Error::Forbidden(
-                "the sender of a referral may only withdraw it; other statuses come from its recipient"
-                    .to_owned(),
-            ));
-        }
-        let destination = if role_sender {
-            &stored.recipient
-        } else {
-            &stored.sender
+        let (author, destination) = match role {
+            Role::Sender => (Author::Sender, stored.recipient.clone()),
+            Role::Recipient => (Author::Recipient, stored.sender.clone()),
         };
-        let forward = self.forward_event(&event, destination, &stored).await;
-        let now = Utc::now();
+        let event_id = event.event_id.to_string();
+        let forward = self.forward_event(&event, &destination, &stored).await;
         let mut audit = AuditEntry::new(AuditKind::StatusEventRecorded)
             .actor(&caller.id)
             .referral(&stored.referral_id)
-            .event(event.event_id.to_string())
+            .event(&event_id)
             .event_kind(event.status.wire_name())
-            .recipient(destination);
+            .recipient(&destination);
         let forwarded = match &forward {
             Ok((_, report)) => {
                 audit = audit.minimisation(report);
@@ -651,32 +673,192 @@ impl Gateway {
                 false
             }
         };
-        let new = NewStatusEvent {
-            event_id: event.event_id.to_string(),
-            referral_id: stored.referral_id.clone(),
-            author: caller.id.clone(),
-            status: event.status.wire_name().to_owned(),
-            occurred_at: event.occurred_at,
-            fingerprint: fingerprint(&to_json(&event)?),
-            event: to_json(&event)?,
-            recorded_at: now,
-            forward: forward.ok().map(|(payload, _)| Outgoing {
-                destination: destination.clone(),
+        let forward: Vec<Outgoing> = forward
+            .ok()
+            .map(|(payload, _)| Outgoing {
+                message_id: event_id.clone(),
+                destination,
                 payload,
-            }),
+            })
+            .into_iter()
+            .collect();
+        let json = to_json(&event)?;
+        let mut attempt = 1;
+        let written = loop {
+            if let Err(error) = check_lifecycle(&stored, &event_id, event.status, author) {
+                let reason = match &error {
+                    Error::Invalid(_) => "illegal-transition",
+                    other => error_code(other),
+                };
+                let refused = AuditEntry::new(AuditKind::StatusEventRefused)
+                    .actor(&caller.id)
+                    .referral(&stored.referral_id)
+                    .event(&event_id)
+                    .event_kind(event.status.wire_name())
+                    .reason(reason);
+                self.store.audit(refused).await?;
+                return Err(error);
+            }
+            let new = NewStatusEvent {
+                event_id: event_id.clone(),
+                referral_id: stored.referral_id.clone(),
+                author: caller.id.clone(),
+                status: event.status.wire_name().to_owned(),
+                occurred_at: event.occurred_at,
+                fingerprint: fingerprint(&json),
+                event: json.clone(),
+                recorded_at: Utc::now(),
+                preceding_events: stored.events.len(),
+                forward: forward.clone(),
+            };
+            match self
+                .store
+                .record_status_event(new, audit.clone())
+                .instrument(info_span!("enqueue"))
+                .await
+            {
+                // Another event was stored since the check: check again
+                // against the history as it is now.
+                Err(Error::Conflict(_)) if attempt < LIFECYCLE_ATTEMPTS => {
+                    attempt += 1;
+                    stored = self.visible_referral(caller, referral_id).await?.0;
+                }
+                result => break result?,
+            }
         };
-        let written = self
-            .store
-            .record_status_event(new, audit)
-            .instrument(info_span!("enqueue"))
-            .await?;
+        if written == Written::Written && forwarded {
+            self.wake_outbox();
+        }
         self.metrics.status_event(event.status.wire_name());
         Ok(EventAnswer {
-            event_id: event.event_id.to_string(),
+            event_id,
             referral_id: stored.referral_id,
             replayed: written == Written::AlreadyWritten,
             forwarded,
         })
+    }
+
+    /// Expires the referrals nobody acted on in time: each one still
+    /// undecided (its lifecycle allows [`Status::Expired`]) and without any
+    /// status event for `after` since it was accepted or last heard of. Each
+    /// gets an Expired event of the gateway's, queued for both its sender and
+    /// its recipient (as their status policies allow) and audited. Answers
+    /// the referrals expired by this call: calling again expires nothing new,
+    /// since the event and message ids derive from the referral id.
+    pub async fn expire_stale(
+        &self,
+        now: DateTime<Utc>,
+        after: chrono::Duration,
+    ) -> Result<Vec<String>, Error> {
+        let open = Status::ALL
+            .iter()
+            .filter(|status| lifecycle::allowed_next(Some(**status)).contains(&Status::Expired))
+            .map(|status| status.wire_name().to_owned())
+            .collect();
+        let candidates = self.store.stale_referrals(now - after, open).await?;
+        let mut expired = Vec::new();
+        for referral_id in candidates {
+            let span = info_span!("expire", referral_id = %referral_id);
+            if self
+                .expire(&referral_id, now, after)
+                .instrument(span)
+                .await?
+            {
+                expired.push(referral_id);
+            }
+        }
+        if !expired.is_empty() {
+            tracing::info!(count = expired.len(), "stale referrals expired");
+            self.wake_outbox();
+            if let Ok(depth) = self.store.queue_depth().await {
+                self.metrics.set_queue_depth(depth);
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Expires one referral if it is still stale; whether it did.
+    async fn expire(
+        &self,
+        referral_id: &str,
+        now: DateTime<Utc>,
+        after: chrono::Duration,
+    ) -> Result<bool, Error> {
+        let Some(stored) = self.store.referral(referral_id.to_owned()).await? else {
+            return Ok(false);
+        };
+        if lifecycle::check_transition(&history(&stored)?, Status::Expired, Author::Gateway)
+            .is_err()
+        {
+            return Ok(false);
+        }
+        // Events are loaded in the order they were recorded: the last one is
+        // the latest news.
+        let last_heard = stored
+            .events
+            .last()
+            .map_or(&stored.accepted_at, |event| &event.recorded_at);
+        let deadline = stored_time(last_heard)? + after;
+        if deadline > now {
+            return Ok(false);
+        }
+        let unreadable = || Error::Internal("store: a stored referral is unreadable".to_owned());
+        let document: serde_json::Value =
+            serde_json::from_str(&stored.referral).map_err(|_| unreadable())?;
+        // The schema requires an author; the gateway has no SIRET of its own,
+        // so the event names the organisation the referral expired at.
+        let recipient_siret = document
+            .pointer("/recipient/organisation/siret")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|siret| Siret::parse(siret).ok())
+            .ok_or_else(unreadable)?;
+        let event = StatusEvent {
+            event_id: ReferralId::derived(EXPIRY_SOURCE, &stored.referral_id),
+            schema_version: StatusV1Tag,
+            referral_id: ReferralId::parse(&stored.referral_id).map_err(|_| unreadable())?,
+            status: Status::Expired,
+            // The moment it became stale, not the moment this call noticed:
+            // the same event whenever the expiry runs.
+            occurred_at: deadline,
+            author_siret: recipient_siret,
+            rejection_reason: None,
+            outcome: None,
+            appointment_at: None,
+            comment: None,
+        };
+        let event_id = event.event_id.to_string();
+        let mut audit = AuditEntry::new(AuditKind::StatusEventRecorded)
+            .actor(GATEWAY_ACTOR)
+            .referral(&stored.referral_id)
+            .event(&event_id)
+            .event_kind(Status::Expired.wire_name());
+        let mut forward = Vec::new();
+        for (party, destination) in [("sender", &stored.sender), ("recipient", &stored.recipient)] {
+            match self.forward_event(&event, destination, &stored).await {
+                Ok((payload, _)) => forward.push(Outgoing {
+                    message_id: ReferralId::derived(
+                        EXPIRY_SOURCE,
+                        &format!("{}\u{1f}{party}", stored.referral_id),
+                    )
+                    .to_string(),
+                    destination: destination.clone(),
+                    payload,
+                }),
+                // Recorded all the same; the audit says why one side is not told.
+                Err(refusal) => audit = audit.reason(refusal.reason.code()),
+            }
+        }
+        let new = gateway_event(&stored, &event, forward)?;
+        match self.store.record_status_event(new, audit).await {
+            Ok(Written::Written) => {
+                self.metrics.status_event(Status::Expired.wire_name());
+                Ok(true)
+            }
+            // Expired by a concurrent run, or someone acted meanwhile: the
+            // next run looks at it again.
+            Ok(Written::AlreadyWritten) | Err(Error::Conflict(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     /// The event minimised for `destination` by its status policy, as JSON,
@@ -828,12 +1010,80 @@ impl Gateway {
             .consent_record(id)
             .event_kind(kind.wire_name());
         self.store.audit(entry).await?;
+        if stopping {
+            self.notify_withdrawal(caller, &id.to_string())
+                .instrument(info_span!("notify_withdrawal"))
+                .await?;
+        }
         let current = self.store.record(id).await?.ok_or_else(not_found)?;
         Ok(ConsentAnswer {
             record_id: id.to_string(),
             replayed: false,
             state: current.state_at(Utc::now()).as_str(),
         })
+    }
+
+    /// Tells the recipients of referrals already delivered under a consent
+    /// record that the person withdrew or objected (GDPR Art. 19): a
+    /// `STATUS_WITHDRAWN` event, recorded in each referral's history and
+    /// queued for its recipient through its usual channel. Referrals still
+    /// queued are cancelled by the outbox worker before their next attempt.
+    async fn notify_withdrawal(&self, caller: &Organisation, record_id: &str) -> Result<(), Error> {
+        for referral_id in self.store.delivered_under_consent(record_id)? {
+            let Some(stored) = self.store.referral(referral_id.clone()).await? else {
+                continue;
+            };
+            let unreadable =
+                || Error::Internal("store: a stored referral is unreadable".to_owned());
+            if lifecycle::check_transition(&history(&stored)?, Status::Withdrawn, Author::Gateway)
+                .is_err()
+            {
+                // Its path is over (completed, rejected, expired): nothing left to stop.
+                let audit = AuditEntry::new(AuditKind::StatusEventRefused)
+                    .actor(GATEWAY_ACTOR)
+                    .referral(&stored.referral_id)
+                    .consent_record(record_id)
+                    .reason("referral-already-closed");
+                self.store.audit(audit).await?;
+                continue;
+            }
+            let event = StatusEvent {
+                event_id: ReferralId::derived(WITHDRAWAL_SOURCE, &stored.referral_id),
+                schema_version: StatusV1Tag,
+                referral_id: ReferralId::parse(&stored.referral_id).map_err(|_| unreadable())?,
+                status: Status::Withdrawn,
+                occurred_at: Utc::now(),
+                author_siret: caller.party.siret.clone(),
+                rejection_reason: None,
+                outcome: None,
+                appointment_at: None,
+                comment: None,
+            };
+            let event_id = event.event_id.to_string();
+            let mut audit = AuditEntry::new(AuditKind::StatusEventRecorded)
+                .actor(GATEWAY_ACTOR)
+                .referral(&stored.referral_id)
+                .event(&event_id)
+                .event_kind(Status::Withdrawn.wire_name())
+                .consent_record(record_id)
+                .recipient(&stored.recipient);
+            let mut forward = Vec::new();
+            match self.forward_event(&event, &stored.recipient, &stored).await {
+                Ok((payload, _)) => forward.push(Outgoing {
+                    message_id: event_id.clone(),
+                    destination: stored.recipient.clone(),
+                    payload,
+                }),
+                Err(refusal) => audit = audit.reason(refusal.reason.code()),
+            }
+            let new = gateway_event(&stored, &event, forward)?;
+            match self.store.record_status_event(new, audit).await {
+                Ok(_) | Err(Error::Conflict(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        self.wake_outbox();
+        Ok(())
     }
 
     /// Whether the store answers (for `/readyz`).
@@ -848,6 +1098,62 @@ fn may_manage(caller: &Organisation, record: &ConsentRecord) -> bool {
             .collection
             .as_ref()
             .is_some_and(|collection| collection.collected_by == caller.party.siret)
+}
+
+/// The statuses a referral went through, oldest first.
+/// A status event of the gateway's own (an expiry, a withdrawal notice),
+/// checked against the history it was decided on.
+fn gateway_event(
+    stored: &StoredReferral,
+    event: &StatusEvent,
+    forward: Vec<Outgoing>,
+) -> Result<NewStatusEvent, Error> {
+    let json = to_json(event)?;
+    Ok(NewStatusEvent {
+        event_id: event.event_id.to_string(),
+        referral_id: stored.referral_id.clone(),
+        author: GATEWAY_ACTOR.to_owned(),
+        status: event.status.wire_name().to_owned(),
+        occurred_at: event.occurred_at,
+        fingerprint: fingerprint(&json),
+        event: json,
+        recorded_at: Utc::now(),
+        preceding_events: stored.events.len(),
+        forward,
+    })
+}
+
+fn history(stored: &StoredReferral) -> Result<Vec<Status>, Error> {
+    stored
+        .events
+        .iter()
+        .map(|event| {
+            Status::from_wire_name(&event.status)
+                .ok_or_else(|| Error::Internal("store: a stored status is unreadable".to_owned()))
+        })
+        .collect()
+}
+
+/// Checks a status event against the referral's lifecycle. An event already
+/// in the history is not checked again: posting it anew is a replay (or a
+/// reuse of its id), which the store tells apart.
+fn check_lifecycle(
+    stored: &StoredReferral,
+    event_id: &str,
+    next: Status,
+    author: Author,
+) -> Result<(), Error> {
+    if stored.events.iter().any(|event| event.event_id == event_id) {
+        return Ok(());
+    }
+    lifecycle::check_transition(&history(stored)?, next, author)
+}
+
+/// A time the store wrote (RFC 3339).
+fn stored_time(text: &str) -> Result<DateTime<Utc>, Error> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|_| Error::Internal("store: a stored time is unreadable".to_owned()))
 }
 
 fn view(stored: StoredReferral, role: Role) -> Result<ReferralView, Error> {

@@ -18,6 +18,8 @@
 //!   authorise → consent → minimise → enqueue.
 //! - [`store`]: the store traits and their SQLite implementation (one writer
 //!   thread, group commit): consent records, referrals, status events, outbox.
+//! - [`delivery`]: the outbox worker (consent re-checked, backoff, dead
+//!   letters), webhooks, gRPC push, the pull inbox.
 //! - [`audit`]: the append-only, hash-chained audit log.
 //! - [`server`]: `passerelle serve`: TLS, authentication, the HTTP API, the
 //!   gRPC services, problem+json.
@@ -35,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod consent;
 pub mod decision;
+pub mod delivery;
 pub mod error;
 pub mod formats;
 pub mod gateway;

@@ -4,6 +4,9 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = passerelle::cli::Cli::parse();
+    // One crypto provider for every TLS use of the process (ring); it can only
+    // fail if one is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // Unlocked handles: `serve` logs to stderr from every worker thread, and a
     // lock held here for the whole run would block them all.
     passerelle::cli::run(cli, &mut std::io::stdout(), &mut std::io::stderr())

@@ -282,3 +282,48 @@ fn formats_and_schemas_are_listed() {
     let output = passerelle(&["schema", "show", "referral/v9"], None);
     assert_eq!(output.status.code(), Some(2));
 }
+
+/// `passerelle demo` runs the whole loop and exits cleanly: the referral is
+/// pushed to the local France Travail, signed; its decision comes back; the
+/// association sees it delivered, with the status.
+#[test]
+fn the_demo_runs_the_closed_loop() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let demo_folder = folder.path().join("demo");
+    let output = passerelle(
+        &["demo", "--folder", demo_folder.to_str().expect("UTF-8")],
+        None,
+    );
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    assert!(stdout.contains("signature valid"), "{stdout}");
+    assert!(!stdout.contains("signature INVALID"), "{stdout}");
+    assert!(stdout.contains("\"reference_partenaire\""), "{stdout}");
+    assert!(
+        stdout.contains("\"status\": \"STATUS_ACCEPTED\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"state\": \"delivered\""), "{stdout}");
+    assert!(demo_folder.join("passerelle.db").exists());
+    let received = std::fs::read_dir(demo_folder.join("received-by-france-travail"))
+        .expect("received folder")
+        .count();
+    assert_eq!(
+        received, 2,
+        "the DORA orientation and the canonical referral"
+    );
+    let verified = passerelle(
+        &[
+            "--store",
+            demo_folder.join("passerelle.db").to_str().expect("UTF-8"),
+            "audit",
+            "verify",
+        ],
+        None,
+    );
+    assert!(verified.status.success(), "{}", text(&verified.stdout));
+}

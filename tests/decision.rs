@@ -367,9 +367,21 @@ fn shipped_policies_check_clean() {
         .expect("the binary runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
+    let shipped = std::fs::read_dir(root().join("config/policies"))
+        .expect("policies folder")
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .is_ok_and(|entry| entry.path().extension().is_some_and(|e| e == "toml"))
+        })
+        .count();
+    assert_eq!(
+        shipped, 8,
+        "four orientation policies, four status policies"
+    );
     assert_eq!(
         stdout.lines().filter(|l| l.contains(": ok (")).count(),
-        4,
+        shipped,
         "{stdout}"
     );
 

@@ -1,8 +1,9 @@
 //! The gRPC API `passerelle.gateway.v1` against the real binary on port 0,
 //! over TLS with certificates made for the run, on the same port as the HTTP
 //! API: typed referrals, status events and consent records through the same
-//! pipeline, each error cause with its gRPC code and google.rpc details, and
-//! the standard health and reflection services.
+//! pipeline, each error cause with its gRPC code and google.rpc details, the
+//! inbox stream with leases and acknowledgements, and the standard health and
+//! reflection services.
 
 mod common;
 
@@ -11,15 +12,17 @@ use common::gateway::{Options, TestGateway, new_id, organisation};
 use passerelle::model::proto::{consent_v1, referral_v2, status_v1};
 use passerelle::model::v2;
 use passerelle::server::grpc::gateway_v1::consent_service_client::ConsentServiceClient;
+use passerelle::server::grpc::gateway_v1::inbox_service_client::InboxServiceClient;
 use passerelle::server::grpc::gateway_v1::referral_service_client::ReferralServiceClient;
 use passerelle::server::grpc::gateway_v1::submit_referral_request::Referral as Submitted;
 use passerelle::server::grpc::gateway_v1::{
-    self, AppendConsentEventRequest, ConsentState, DeliveryState, GetConsentRequest,
-    GetReferralRequest, PostStatusEventRequest, PutConsentRequest, Role, SubmitReferralRequest,
+    self, AcknowledgeRequest, AppendConsentEventRequest, ConsentState, DeliveryState,
+    GetConsentRequest, GetReferralRequest, InboxItem, InboxItemKind, PostStatusEventRequest,
+    PullRequest, PullResponse, PutConsentRequest, Role, SubmitReferralRequest,
 };
 use serde_json::{Value, json};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tonic::{Code, Request, Status};
+use tonic::{Code, Request, Status, Streaming};
 use tonic_types::StatusExt;
 
 const KONEXIO: &str = "konexio-saint-denis";
@@ -27,6 +30,7 @@ const FRANCE_TRAVAIL: &str = "france-travail-saint-denis";
 const MISSION_LOCALE: &str = "mission-locale-plaine-commune";
 const REFERRAL_SERVICE: &str = "passerelle.gateway.v1.ReferralService";
 const CONSENT_SERVICE: &str = "passerelle.gateway.v1.ConsentService";
+const INBOX_SERVICE: &str = "passerelle.gateway.v1.InboxService";
 
 /// A channel to the gateway trusting the test CA, presenting the
 /// organisation's client certificate when one is named.
@@ -627,7 +631,7 @@ async fn health_and_reflection_are_served_beside_the_http_api() {
     let gateway = TestGateway::start();
     let channel = channel(&gateway, None).await;
     let mut health = HealthClient::new(channel.clone());
-    for service in ["", REFERRAL_SERVICE, CONSENT_SERVICE] {
+    for service in ["", REFERRAL_SERVICE, CONSENT_SERVICE, INBOX_SERVICE] {
         let answer = health
             .check(HealthCheckRequest {
                 service: service.to_owned(),
@@ -681,6 +685,7 @@ async fn health_and_reflection_are_served_beside_the_http_api() {
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
             CONSENT_SERVICE,
+            INBOX_SERVICE,
             REFERRAL_SERVICE,
         ]
     );
@@ -703,4 +708,233 @@ async fn health_and_reflection_are_served_beside_the_http_api() {
         .await
         .expect("HTTP");
     assert_eq!(healthz.status(), reqwest::StatusCode::OK);
+}
+
+/// A gateway whose leases last one second and whose inbox streams look at
+/// the store every 50 ms; every test organisation pulls.
+fn gateway_with_short_leases() -> TestGateway {
+    TestGateway::start_with(Options {
+        extra_toml: "\n[delivery]\nlease_seconds = 1\npoll_interval_milliseconds = 50\n".into(),
+        ..Options::default()
+    })
+}
+
+/// Opens the organisation's inbox stream from the start, 20 messages a lease.
+async fn open_inbox(channel: &Channel, id: &str) -> Streaming<PullResponse> {
+    InboxServiceClient::new(channel.clone())
+        .pull(signed(PullRequest { after: 0, limit: 0 }, id))
+        .await
+        .expect("stream opened")
+        .into_inner()
+}
+
+/// The next item of a stream, within `seconds`.
+async fn next_item(stream: &mut Streaming<PullResponse>, seconds: u64) -> InboxItem {
+    tokio::time::timeout(std::time::Duration::from_secs(seconds), stream.message())
+        .await
+        .expect("an item in time")
+        .expect("the stream is healthy")
+        .expect("the stream is open")
+        .item
+        .expect("an item")
+}
+
+/// Whether the stream stays silent for `milliseconds`.
+async fn silent_for(stream: &mut Streaming<PullResponse>, milliseconds: u64) -> bool {
+    tokio::time::timeout(
+        std::time::Duration::from_millis(milliseconds),
+        stream.message(),
+    )
+    .await
+    .is_err()
+}
+
+fn acknowledgement(item: &InboxItem) -> AcknowledgeRequest {
+    AcknowledgeRequest {
+        delivery_id: item.delivery_id.clone(),
+    }
+}
+
+#[tokio::test]
+async fn the_inbox_stream_offers_a_referral_until_it_is_acknowledged() {
+    let gateway = gateway_with_short_leases();
+    let channel = channel(&gateway, None).await;
+    // Opened on an empty inbox: the referral arrives while the stream waits.
+    let mut stream = open_inbox(&channel, FRANCE_TRAVAIL).await;
+    assert!(silent_for(&mut stream, 300).await, "the inbox starts empty");
+    let (referral_id, _) = accepted_referral(&channel).await;
+
+    let first = next_item(&mut stream, 10).await;
+    assert_eq!(first.kind(), InboxItemKind::Referral);
+    assert_eq!(first.referral_id, referral_id);
+    assert_eq!(first.format, "passerelle-v2");
+    assert_eq!(first.attempt, 1);
+    assert!(first.cursor > 0);
+    let lease_until = first.lease_until.expect("a lease end");
+    let now = Utc::now().timestamp();
+    assert!(
+        (now - 1..=now + 2).contains(&lease_until.seconds),
+        "a one-second lease: {lease_until:?}"
+    );
+    // The payload is France Travail's minimised copy, in its format (v2 JSON):
+    // what France Travail reads of the referral, and no birth name.
+    let document: Value = serde_json::from_slice(&first.payload).expect("JSON payload");
+    assert_eq!(document["referral_id"], json!(referral_id));
+    assert_eq!(document["schema_version"], json!("passerelle.referral.v2"));
+    assert!(
+        document["person"].get("birth_name").is_none(),
+        "removed by the policy: {document}"
+    );
+    let delivered: v2::Referral = serde_json::from_value(document).expect("a v2 referral");
+    let read = ReferralServiceClient::new(channel.clone())
+        .get_referral(signed(
+            GetReferralRequest {
+                referral_id: referral_id.clone(),
+            },
+            FRANCE_TRAVAIL,
+        ))
+        .await
+        .expect("the recipient reads its copy")
+        .into_inner();
+    assert_eq!(
+        read.referral,
+        Some(referral_v2::Referral::from(&delivered)),
+        "the streamed payload is the recipient's copy"
+    );
+
+    // Not acknowledged: offered again once the lease is over, under the same id.
+    let again = next_item(&mut stream, 5).await;
+    assert_eq!(again.delivery_id, first.delivery_id);
+    assert_eq!(again.referral_id, referral_id);
+    assert_eq!(again.attempt, 2);
+
+    // Only France Travail may acknowledge it.
+    let mut inbox = InboxServiceClient::new(channel.clone());
+    let foreign = inbox
+        .acknowledge(signed(acknowledgement(&again), KONEXIO))
+        .await
+        .expect_err("not Konexio's delivery");
+    assert_eq!(foreign.code(), Code::NotFound, "{foreign:?}");
+    assert_eq!(error_info(&foreign).0, "not-found");
+    inbox
+        .acknowledge(signed(acknowledgement(&again), FRANCE_TRAVAIL))
+        .await
+        .expect("acknowledged");
+    inbox
+        .acknowledge(signed(acknowledgement(&again), FRANCE_TRAVAIL))
+        .await
+        .expect("acknowledging twice is a success");
+    // Acknowledged: never offered again, on this stream or a new one.
+    assert!(
+        silent_for(&mut stream, 2000).await,
+        "an acknowledged delivery came back"
+    );
+    let mut reopened = open_inbox(&channel, FRANCE_TRAVAIL).await;
+    assert!(silent_for(&mut reopened, 500).await);
+    let view = ReferralServiceClient::new(channel.clone())
+        .get_referral(signed(GetReferralRequest { referral_id }, KONEXIO))
+        .await
+        .expect("the sender reads")
+        .into_inner();
+    assert_eq!(view.state(), DeliveryState::Delivered);
+}
+
+#[tokio::test]
+async fn a_delivery_left_by_a_closed_stream_comes_back_on_the_next_one() {
+    let gateway = gateway_with_short_leases();
+    let (referral_id, _) = accepted_referral(&channel(&gateway, None).await).await;
+    // France Travail, by client certificate alone, takes the referral and
+    // goes away without acknowledging it.
+    let mut inbox = InboxServiceClient::new(channel(&gateway, Some(FRANCE_TRAVAIL)).await);
+    let pull = |after| Request::new(PullRequest { after, limit: 5 });
+    let mut stream = inbox
+        .pull(pull(0))
+        .await
+        .expect("stream opened")
+        .into_inner();
+    let taken = next_item(&mut stream, 10).await;
+    assert_eq!(taken.referral_id, referral_id);
+    drop(stream);
+    // The next stream starts after what was received; the lease ends and the
+    // delivery comes back whatever the cursor, under the same id.
+    let mut stream = inbox
+        .pull(pull(taken.cursor))
+        .await
+        .expect("stream opened")
+        .into_inner();
+    let again = next_item(&mut stream, 5).await;
+    assert_eq!(again.delivery_id, taken.delivery_id);
+    assert_eq!(again.attempt, 2);
+}
+
+#[tokio::test]
+async fn the_inbox_refuses_callers_without_credentials_and_limits_over_100() {
+    let gateway = gateway_with_short_leases();
+    let channel = channel(&gateway, None).await;
+    let mut inbox = InboxServiceClient::new(channel);
+    let anonymous = inbox
+        .pull(Request::new(PullRequest { after: 0, limit: 0 }))
+        .await
+        .expect_err("no credentials");
+    assert_eq!(anonymous.code(), Code::Unauthenticated, "{anonymous:?}");
+    let anonymous = inbox
+        .acknowledge(Request::new(AcknowledgeRequest {
+            delivery_id: new_id(),
+        }))
+        .await
+        .expect_err("no credentials");
+    assert_eq!(anonymous.code(), Code::Unauthenticated, "{anonymous:?}");
+    let too_many = inbox
+        .pull(signed(
+            PullRequest {
+                after: 0,
+                limit: 101,
+            },
+            FRANCE_TRAVAIL,
+        ))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(too_many.code(), Code::InvalidArgument, "{too_many:?}");
+    assert_eq!(
+        field_violations(&too_many),
+        [(
+            "/limit".to_owned(),
+            "maximum: at most 100, found 101".to_owned()
+        )]
+    );
+    let unknown = inbox
+        .acknowledge(signed(
+            AcknowledgeRequest {
+                delivery_id: new_id(),
+            },
+            FRANCE_TRAVAIL,
+        ))
+        .await
+        .expect_err("no such delivery");
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_inbox_stream_ends_unavailable_when_the_gateway_stops() {
+    let mut gateway = gateway_with_short_leases();
+    let channel = channel(&gateway, None).await;
+    let mut stream = open_inbox(&channel, FRANCE_TRAVAIL).await;
+    assert!(silent_for(&mut stream, 300).await, "the inbox starts empty");
+    let started = std::time::Instant::now();
+    let (status, gateway) = tokio::task::spawn_blocking(move || (gateway.terminate(), gateway))
+        .await
+        .expect("terminate");
+    assert!(status.success(), "exit status {status}");
+    // Well within the 30 s shutdown grace: the stream does not hold the gateway.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "stopped after {:?}; log:\n{}",
+        started.elapsed(),
+        gateway.logs()
+    );
+    let ended = stream
+        .message()
+        .await
+        .expect_err("the stream ends with a status");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
 }

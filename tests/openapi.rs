@@ -54,6 +54,10 @@ const REFERRAL_EVENTS: &str = "/v1/referrals/{id}/events";
 const CONSENTS: &str = "/v1/consents";
 const CONSENT: &str = "/v1/consents/{id}";
 const CONSENT_EVENTS: &str = "/v1/consents/{id}/events";
+const INBOX: &str = "/v1/inbox";
+const ACKNOWLEDGE: &str = "/v1/inbox/{id}/ack";
+/// The scenario gateway's inbox lease.
+const LEASE_SECONDS: u64 = 1;
 const V2: &str = "application/vnd.passerelle.referral.v2+json";
 const KONEXIO: &str = "konexio-saint-denis";
 const FRANCE_TRAVAIL: &str = "france-travail-saint-denis";
@@ -763,11 +767,48 @@ fn problem_type(answer: &Answer) -> &str {
         .unwrap_or_else(|| panic!("not a problem: {}", answer.body))
 }
 
+/// The `(pointer, rule)` of each violation of a validation problem.
+fn violations(answer: &Answer) -> Vec<(String, String)> {
+    answer.body["violations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no violations: {}", answer.body))
+        .iter()
+        .map(|violation| {
+            let text = |key: &str| violation[key].as_str().expect("a string").to_owned();
+            (text("pointer"), text("rule"))
+        })
+        .collect()
+}
+
+/// The inbox items of a pulled page about `referral_id` of `kind`.
+fn items_about<'a>(page: &'a Answer, kind: &str, referral_id: &str) -> Vec<&'a Value> {
+    page.body["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not an inbox page: {}", page.body))
+        .iter()
+        .filter(|item| item["kind"] == json!(kind) && item["referral_id"] == json!(referral_id))
+        .collect()
+}
+
+/// The one inbox item of a pulled page about `referral_id` of `kind`.
+fn item_about<'a>(page: &'a Answer, kind: &str, referral_id: &str) -> &'a Value {
+    match items_about(page, kind, referral_id).as_slice() {
+        [item] => item,
+        other => panic!(
+            "{} {kind} item(s) about {referral_id}: {}",
+            other.len(),
+            page.body
+        ),
+    }
+}
+
 #[tokio::test]
 async fn the_gateway_answers_as_the_document_says() {
     let contract = Contract::new();
     let gateway = TestGateway::start_with(Options {
         max_body_bytes: 256 * 1024,
+        // A short lease, so that the pull scenario can wait one out.
+        extra_toml: format!("\n[delivery]\nlease_seconds = {LEASE_SECONDS}\n"),
         ..Options::default()
     });
     let http = gateway.client();
@@ -1074,6 +1115,189 @@ async fn the_gateway_answers_as_the_document_says() {
         )
         .await;
     assert_eq!(problem_type(&invalid_event), "validation");
+    // The referral is accepted: being received is no longer a step it may take.
+    let mut late = event.clone();
+    late["event_id"] = json!(new_id());
+    late["status"] = json!("STATUS_RECEIVED");
+    let illegal = contract
+        .exchange("POST", REFERRAL_EVENTS, post_event(FRANCE_TRAVAIL, &late))
+        .await;
+    assert_eq!(problem_type(&illegal), "validation");
+    assert_eq!(
+        violations(&illegal),
+        [("/status".to_owned(), "illegal-transition".to_owned())]
+    );
+
+    // Pull delivery (the test organisations are in pull mode): France
+    // Travail's inbox holds the accepted referral, minimised by its policy;
+    // Konexio's holds the status event France Travail posted about it.
+    let pull = |caller: &str, query: &str| {
+        http.get(url(&format!("{INBOX}{query}")))
+            .header("authorization", bearer(caller))
+    };
+    let acknowledge = |caller: &str, delivery_id: &str| {
+        http.post(url(&format!("{INBOX}/{delivery_id}/ack")))
+            .header("authorization", bearer(caller))
+    };
+    let pulled = contract
+        .exchange("GET", INBOX, pull(FRANCE_TRAVAIL, "?limit=100"))
+        .await;
+    assert_eq!(pulled.status, StatusCode::OK);
+    let offered = item_about(&pulled, "referral", &referral_id);
+    assert_eq!(offered["attempt"], json!(1));
+    assert_eq!(offered["format"], json!("passerelle-v2"));
+    assert_eq!(offered["message"]["referral_id"], json!(referral_id));
+    let removed = accepted.body["decision"]["removed"]
+        .as_array()
+        .expect("removed field paths");
+    assert!(!removed.is_empty(), "{}", accepted.body);
+    for path in removed {
+        let pointer = format!("/{}", path.as_str().expect("a path").replace('.', "/"));
+        assert!(
+            offered["message"].pointer(&pointer).is_none(),
+            "{pointer} reached France Travail's inbox"
+        );
+    }
+    assert!(pulled.body["cursor"].as_i64() >= offered["cursor"].as_i64());
+    let delivery_id = offered["delivery_id"].as_str().expect("a delivery id");
+    let news = contract.exchange("GET", INBOX, pull(KONEXIO, "")).await;
+    let status_item = item_about(&news, "status_event", &referral_id);
+    assert_eq!(status_item["message"]["event_id"], event["event_id"]);
+    assert_eq!(status_item["message"]["status"], json!("STATUS_ACCEPTED"));
+    let status_delivery = status_item["delivery_id"].as_str().expect("a delivery id");
+    let news_cursor = news.body["cursor"].as_i64().expect("a cursor");
+
+    // Acknowledged, twice; the id is nobody else's to acknowledge.
+    for _ in 0..2 {
+        let acknowledged = contract
+            .exchange(
+                "POST",
+                ACKNOWLEDGE,
+                acknowledge(FRANCE_TRAVAIL, delivery_id),
+            )
+            .await;
+        assert_eq!(acknowledged.status, StatusCode::NO_CONTENT);
+    }
+    for (caller, id) in [
+        (KONEXIO, delivery_id.to_owned()),
+        (FRANCE_TRAVAIL, new_id()),
+        (FRANCE_TRAVAIL, "not-a-delivery".to_owned()),
+    ] {
+        let refused = contract
+            .exchange("POST", ACKNOWLEDGE, acknowledge(caller, &id))
+            .await;
+        assert_eq!(refused.status, StatusCode::NOT_FOUND, "{caller} {id}");
+    }
+
+    // Inbox queries the gateway refuses.
+    for query in ["?limit=0", "?limit=101"] {
+        let out_of_range = contract
+            .exchange("GET", INBOX, pull(FRANCE_TRAVAIL, query))
+            .await;
+        assert_eq!(problem_type(&out_of_range), "validation", "{query}");
+        assert_eq!(
+            violations(&out_of_range),
+            [(String::new(), "limit".to_owned())]
+        );
+    }
+    for query in ["?limit=ten", "?from=3"] {
+        let unreadable = contract
+            .exchange("GET", INBOX, pull(FRANCE_TRAVAIL, query))
+            .await;
+        assert_eq!(unreadable.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(problem_type(&unreadable), "malformed");
+    }
+    let anonymous_pull = contract.exchange("GET", INBOX, http.get(url(INBOX))).await;
+    assert_eq!(anonymous_pull.status, StatusCode::UNAUTHORIZED);
+
+    // A referral leased, then its consent withdrawn: once the lease is over it
+    // is cancelled rather than offered again, and acknowledging it is a
+    // conflict. Konexio's unacknowledged status event, meanwhile, is offered
+    // again under the same delivery id, however far its cursor went.
+    let second_record = new_id();
+    let second_stored = contract
+        .exchange("POST", CONSENTS, store(KONEXIO, &consent(&second_record)))
+        .await;
+    assert_eq!(second_stored.status, StatusCode::CREATED);
+    let second_referral = new_id();
+    let second_accepted = contract
+        .exchange(
+            "POST",
+            REFERRALS,
+            send(
+                KONEXIO,
+                V2,
+                body(&referral(&second_referral, &second_record)),
+            ),
+        )
+        .await;
+    assert_eq!(second_accepted.status, StatusCode::ACCEPTED);
+    let leased = contract
+        .exchange("GET", INBOX, pull(FRANCE_TRAVAIL, "?limit=100"))
+        .await;
+    let second_delivery = item_about(&leased, "referral", &second_referral)["delivery_id"]
+        .as_str()
+        .expect("a delivery id")
+        .to_owned();
+    let second_withdrawn = contract
+        .exchange(
+            "POST",
+            CONSENT_EVENTS,
+            http.post(url(&format!("{CONSENTS}/{second_record}/events")))
+                .header("authorization", bearer(KONEXIO))
+                .json(&json!({
+                    "kind": "CONSENT_EVENT_KIND_WITHDRAWN",
+                    "at": chrono::Utc::now().to_rfc3339(),
+                    "recorded_by": organisation(KONEXIO).siret,
+                })),
+        )
+        .await;
+    assert_eq!(second_withdrawn.status, StatusCode::CREATED);
+    tokio::time::sleep(std::time::Duration::from_millis(LEASE_SECONDS * 1000 + 300)).await;
+    let after_lease = contract
+        .exchange(
+            "GET",
+            INBOX,
+            pull(
+                FRANCE_TRAVAIL,
+                &format!("?after={}&limit=100", leased.body["cursor"]),
+            ),
+        )
+        .await;
+    assert!(items_about(&after_lease, "referral", &second_referral).is_empty());
+    assert!(items_about(&after_lease, "referral", &referral_id).is_empty());
+    let cancelled = contract
+        .exchange(
+            "POST",
+            ACKNOWLEDGE,
+            acknowledge(FRANCE_TRAVAIL, &second_delivery),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::CONFLICT);
+    assert_eq!(problem_type(&cancelled), "conflict");
+    let second_view = contract
+        .exchange(
+            "GET",
+            REFERRAL,
+            http.get(url(&format!("{REFERRALS}/{second_referral}")))
+                .header("authorization", bearer(KONEXIO)),
+        )
+        .await;
+    assert_eq!(second_view.body["state"], json!("withdrawn"));
+    let later = contract
+        .exchange(
+            "GET",
+            INBOX,
+            pull(KONEXIO, &format!("?after={news_cursor}")),
+        )
+        .await;
+    let offered_again = item_about(&later, "status_event", &referral_id);
+    assert_eq!(offered_again["delivery_id"], json!(status_delivery));
+    assert_eq!(offered_again["attempt"], json!(2));
+    let status_acknowledged = contract
+        .exchange("POST", ACKNOWLEDGE, acknowledge(KONEXIO, status_delivery))
+        .await;
+    assert_eq!(status_acknowledged.status, StatusCode::NO_CONTENT);
 
     // Reading a referral: as its sender (by API key, then by client
     // certificate), as its recipient, as a stranger, and an unknown id.
@@ -1086,6 +1310,7 @@ async fn the_gateway_answers_as_the_document_says() {
         )
         .await;
     assert_eq!(as_sender.body["role"], json!("sender"));
+    assert_eq!(as_sender.body["state"], json!("delivered"));
     assert_eq!(as_sender.body["events"].as_array().map(Vec::len), Some(1));
     let by_certificate = contract
         .exchange(
@@ -1249,7 +1474,9 @@ async fn the_gateway_answers_as_the_document_says() {
         .collect();
     assert_eq!(routes, served);
     let statuses: BTreeSet<u16> = exercised.iter().map(|(_, _, status)| *status).collect();
-    for status in [200, 201, 202, 400, 401, 403, 404, 409, 413, 415, 422, 429] {
+    for status in [
+        200, 201, 202, 204, 400, 401, 403, 404, 409, 413, 415, 422, 429,
+    ] {
         assert!(statuses.contains(&status), "no answer {status} was checked");
     }
 }

@@ -141,6 +141,10 @@ fn every_shipped_policy_loads_and_comments_each_allowed_entry() {
         BTreeSet::from(
             [
                 "association-status",
+                "cap-emploi-status",
+                "departement-status",
+                "france-travail-status",
+                "mission-locale-status",
                 "cap-emploi-orientation",
                 "france-travail-orientation",
                 "mission-locale-orientation"

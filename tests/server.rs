@@ -5,7 +5,8 @@
 mod common;
 
 use common::gateway::{
-    Options, Pki, TestGateway, bearer, client, consent, new_id, organisation, referral,
+    Options, Pki, TestGateway, accepted_referral, bearer, client, consent, new_id, organisation,
+    referral,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -29,32 +30,6 @@ async fn problem(response: reqwest::Response) -> (StatusCode, Value) {
         "status {status}"
     );
     (status, response.json().await.expect("problem JSON"))
-}
-
-/// Stores a consent record as Konexio and sends a referral under it.
-async fn accepted_referral(gateway: &TestGateway) -> (String, String, Value) {
-    let http = gateway.client();
-    let record_id = new_id();
-    let stored = http
-        .post(gateway.url("/v1/consents"))
-        .header("authorization", bearer(KONEXIO))
-        .json(&consent(&record_id))
-        .send()
-        .await
-        .expect("consent");
-    assert_eq!(stored.status(), StatusCode::CREATED);
-    let referral_id = new_id();
-    let response = http
-        .post(gateway.url(REFERRALS))
-        .header("authorization", bearer(KONEXIO))
-        .header("content-type", V2)
-        .json(&referral(&referral_id, &record_id))
-        .send()
-        .await
-        .expect("referral");
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let answer: Value = response.json().await.expect("answer");
-    (referral_id, record_id, answer)
 }
 
 #[tokio::test]

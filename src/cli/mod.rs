@@ -6,6 +6,8 @@
 
 pub mod audit;
 pub mod consent;
+pub mod demo;
+pub mod outbox;
 pub mod policy;
 pub mod serve;
 
@@ -77,8 +79,20 @@ pub enum Command {
     },
     /// List the formats, what each can read and write, and their limits.
     Formats,
-    /// Walk through the formats on the shared samples: CSV and DORA in, France Travail out, a decision back.
+    /// The closed loop on this machine: the gateway, a receiver playing France Travail, the samples sent and answered.
     Demo {
+        /// The gateway configuration to start from.
+        #[arg(long, default_value = "config/passerelle.toml")]
+        config: PathBuf,
+        /// The samples folder.
+        #[arg(long, default_value = "samples")]
+        samples: PathBuf,
+        /// Where the demo's store and received messages go (emptied first).
+        #[arg(long, default_value = "passerelle-demo")]
+        folder: PathBuf,
+    },
+    /// Walk through the formats offline on the shared samples: CSV and DORA in, France Travail out, a decision back.
+    Tour {
         /// The samples folder.
         #[arg(long, default_value = "samples")]
         samples: PathBuf,
@@ -103,6 +117,12 @@ pub enum Command {
         /// What to do with API keys.
         #[command(subcommand)]
         action: ApiKeyAction,
+    },
+    /// Inspect the store's outbox and replay its dead letters.
+    Outbox {
+        /// What to do with the outbox.
+        #[command(subcommand)]
+        action: outbox::OutboxAction,
     },
     /// Verify the hash chain of the store's audit log, or export it as JSON lines.
     Audit {
@@ -335,13 +355,19 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
             err,
         ),
         Command::Formats => list_formats(out),
-        Command::Demo { samples, mappings } => demo(&samples, &mappings, out),
+        Command::Demo {
+            config,
+            samples,
+            folder,
+        } => demo::run(&config, &samples, &folder, out),
+        Command::Tour { samples, mappings } => tour(&samples, &mappings, out),
         Command::Schema { action } => schema_command(action, out),
         Command::Consent { action } => consent::run(action, &cli.store, out),
         Command::Serve { config } => serve::run(&config, out),
         Command::ApiKey {
             action: ApiKeyAction::New,
         } => serve::new_api_key(out),
+        Command::Outbox { action } => outbox::run(action, &cli.store, out),
         Command::Audit { action } => audit::run(action, &cli.store, out),
         Command::Policy {
             action: PolicyAction::Check { files },
@@ -744,8 +770,8 @@ fn show_categories(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The demo's steps: a title and the command line that performs it.
-fn demo_steps(samples: &Path, mappings: &Path) -> Vec<(&'static str, Vec<String>)> {
+/// The tour's steps: a title and the command line that performs it.
+fn tour_steps(samples: &Path, mappings: &Path) -> Vec<(&'static str, Vec<String>)> {
     let sample = |name: &str| samples.join(name).display().to_string();
     let mapping = mappings.join("carnet-de-bord.toml").display().to_string();
     let args = |line: &[&str]| line.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
@@ -838,9 +864,9 @@ fn demo_steps(samples: &Path, mappings: &Path) -> Vec<(&'static str, Vec<String>
     ]
 }
 
-fn demo(samples: &Path, mappings: &Path, out: &mut dyn Write) -> Result<ExitCode, Error> {
+fn tour(samples: &Path, mappings: &Path, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let mut failed = 0;
-    for (number, (title, arguments)) in demo_steps(samples, mappings).into_iter().enumerate() {
+    for (number, (title, arguments)) in tour_steps(samples, mappings).into_iter().enumerate() {
         let shown: Vec<String> = arguments
             .iter()
             .map(|a| {
@@ -860,7 +886,7 @@ fn demo(samples: &Path, mappings: &Path, out: &mut dyn Write) -> Result<ExitCode
         .map_err(write_failed)?;
         let cli = Cli::try_parse_from(std::iter::once("passerelle".to_owned()).chain(arguments))
             .map_err(|error| {
-                Error::Internal(format!("demo step is not a valid command line: {error}"))
+                Error::Internal(format!("tour step is not a valid command line: {error}"))
             })?;
         let mut captured = Vec::new();
         let code = run(cli, out, &mut captured);

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use super::{write_failed, write_json};
 use crate::config::{GatewayConfig, hash_api_key};
+use crate::delivery::worker::Worker;
 use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::server::{self, AppState};
@@ -63,8 +65,21 @@ async fn serve(config: GatewayConfig, out: &mut dyn Write) -> Result<ExitCode, E
     tracing::info!(%address, scheme, organisations, policies, "passerelle is listening");
     writeln!(out, "listening on {address} ({scheme})").map_err(write_failed)?;
     out.flush().map_err(write_failed)?;
+    let worker = Worker::new(Arc::clone(&gateway)).await?;
+    let (stop, stopped) = watch::channel(false);
+    let worker = tokio::spawn(worker.run(stopped.clone()));
+    let expiry = tokio::spawn(expire_periodically(Arc::clone(&gateway), stopped));
     let state = AppState::new(Arc::clone(&gateway));
     server::serve(state, listener, shutdown_signal()).await?;
+    // The worker finishes the attempts in flight and records their outcomes.
+    let _ = stop.send(true);
+    let grace = gateway.config().server.shutdown_grace;
+    let _ = expiry.await;
+    if tokio::time::timeout(grace, worker).await.is_err() {
+        tracing::warn!(
+            "delivery attempts did not finish within the grace period; their leases will expire and they will be attempted again"
+        );
+    }
     drop(gateway);
     match Arc::try_unwrap(store) {
         Ok(store) => store.close()?,
@@ -75,6 +90,22 @@ async fn serve(config: GatewayConfig, out: &mut dyn Write) -> Result<ExitCode, E
     tracing::info!("stopped");
     telemetry.shutdown();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Expires stale referrals (no status for the configured delay) now and
+/// then, until shutdown.
+async fn expire_periodically(gateway: Arc<Gateway>, mut stopped: watch::Receiver<bool>) {
+    let settings = gateway.config().delivery.clone();
+    let after = chrono::Duration::from_std(settings.expiry).unwrap_or(chrono::Duration::days(30));
+    loop {
+        if let Err(error) = gateway.expire_stale(chrono::Utc::now(), after).await {
+            tracing::error!(error = %error, "stale referrals could not be expired");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(settings.expiry_check) => {}
+            _ = stopped.changed() => return,
+        }
+    }
 }
 
 async fn shutdown_signal() {

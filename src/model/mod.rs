@@ -8,6 +8,7 @@ pub mod categories;
 pub mod common;
 pub mod convert;
 pub mod ids;
+pub mod lifecycle;
 pub mod loss;
 pub mod proto;
 pub mod status;

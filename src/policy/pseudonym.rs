@@ -73,7 +73,8 @@ impl KeyReference {
         ))
     }
 
-    fn read(&self) -> Result<Vec<u8>, String> {
+    /// The key bytes (a final newline of a key file is not part of the key).
+    pub fn read(&self) -> Result<Vec<u8>, String> {
         match self {
             Self::Env(name) => match std::env::var(name) {
                 Ok(value) => Ok(value.into_bytes()),

@@ -12,6 +12,11 @@
 //!   prost-reflect's serde support (`proto_json` below).
 //! - answers are typed back from the gateway's canonical values.
 //!
+//! The inbox (pull delivery, [`inbox`]) is one server stream per open
+//! `Pull`: a task leases pages of the caller's inbox and sends their items,
+//! then waits for the outbox signal or the delivery poll interval, until the
+//! client goes away or the gateway shuts down.
+//!
 //! Errors are [`grpc_status`] of the one error type. Field violations are JSON
 //! pointers from the request message: the gateway's pointers into the document
 //! are prefixed with the request field that carries it (`/referral_v2`,
@@ -32,6 +37,10 @@ use prost::bytes::Buf;
 use prost::{Message, Name};
 use prost_reflect::{DescriptorPool, DynamicMessage, ReflectMessage};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+// tonic's own re-export: the one `Stream` adapter a server stream needs,
+// without another dependency.
+use tokio::sync::mpsc;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
@@ -43,6 +52,7 @@ use super::auth::PeerIdentity;
 use super::problem::{grpc_status, wire_form};
 use crate::config::Organisation;
 use crate::decision::LegalBasis;
+use crate::delivery::inbox::{self, InboxItem};
 use crate::error::{Error, Violation};
 use crate::gateway::{DecisionReport, ReferralView, Role, Submission};
 use crate::model::proto::{consent_v1, referral_v2, status_v1};
@@ -50,6 +60,7 @@ use crate::model::status::StatusEvent;
 use crate::model::v2;
 
 use self::gateway_v1::consent_service_server::{ConsentService, ConsentServiceServer};
+use self::gateway_v1::inbox_service_server::{InboxService, InboxServiceServer};
 use self::gateway_v1::referral_service_server::{ReferralService, ReferralServiceServer};
 use self::gateway_v1::submit_referral_request::Referral as SubmittedReferral;
 
@@ -82,18 +93,24 @@ pub fn routes(state: AppState) -> Routes {
         state: state.clone(),
     })
     .max_decoding_message_size(limit);
-    let consents = ConsentServiceServer::new(Consents { state }).max_decoding_message_size(limit);
+    let consents = ConsentServiceServer::new(Consents {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(limit);
+    let inboxes = InboxServiceServer::new(Inboxes { state }).max_decoding_message_size(limit);
     let (reporter, health) = tonic_health::server::health_reporter();
     for service in [
         gateway_v1::referral_service_server::SERVICE_NAME,
         gateway_v1::consent_service_server::SERVICE_NAME,
+        gateway_v1::inbox_service_server::SERVICE_NAME,
     ] {
         set_serving_now(&reporter, service);
     }
     let routes = Routes::from(axum::Router::new())
         .add_service(health)
         .add_service(referrals)
-        .add_service(consents);
+        .add_service(consents)
+        .add_service(inboxes);
     match tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -138,12 +155,24 @@ pub struct Consents {
     state: AppState,
 }
 
+/// `passerelle.gateway.v1.InboxService` over the pull inbox ([`inbox`]).
+#[derive(Debug, Clone)]
+pub struct Inboxes {
+    state: AppState,
+}
+
 const SUBMIT_REFERRAL: &str = "/passerelle.gateway.v1.ReferralService/SubmitReferral";
 const GET_REFERRAL: &str = "/passerelle.gateway.v1.ReferralService/GetReferral";
 const POST_STATUS_EVENT: &str = "/passerelle.gateway.v1.ReferralService/PostStatusEvent";
 const PUT_CONSENT: &str = "/passerelle.gateway.v1.ConsentService/PutConsent";
 const GET_CONSENT: &str = "/passerelle.gateway.v1.ConsentService/GetConsent";
 const APPEND_CONSENT_EVENT: &str = "/passerelle.gateway.v1.ConsentService/AppendConsentEvent";
+const PULL: &str = "/passerelle.gateway.v1.InboxService/Pull";
+const ACKNOWLEDGE: &str = "/passerelle.gateway.v1.InboxService/Acknowledge";
+
+/// The messages a `Pull` stream leases at once when the request leaves
+/// `limit` at 0, as `GET /v1/inbox` does without `limit`.
+const DEFAULT_PULL_LIMIT: u32 = 20;
 
 /// The fully qualified proto messages carried as JSON documents.
 const STATUS_EVENT: &str = "passerelle.status.v1.StatusEvent";
@@ -347,6 +376,111 @@ impl ConsentService for Consents {
     }
 }
 
+#[tonic::async_trait]
+impl InboxService for Inboxes {
+    type PullStream = ReceiverStream<Result<gateway_v1::PullResponse, Status>>;
+
+    async fn pull(
+        &self,
+        request: Request<gateway_v1::PullRequest>,
+    ) -> Result<Response<Self::PullStream>, Status> {
+        let state = self.state.clone();
+        answer(&self.state, PULL, request, |caller, request| async move {
+            let limit = match request.limit {
+                0 => DEFAULT_PULL_LIMIT,
+                limit if limit <= inbox::MAX_LIMIT => limit,
+                limit => {
+                    return Err(Error::invalid(
+                        "/limit",
+                        "maximum",
+                        format!("at most {}, found {limit}", inbox::MAX_LIMIT),
+                    ));
+                }
+            };
+            // One message waits in the channel at most: a page is leased only
+            // once the previous one is nearly taken, so leases do not run out
+            // while their messages queue behind a slow client.
+            let (sender, receiver) = mpsc::channel(1);
+            tokio::spawn(
+                stream_inbox(state, caller, request.after, limit, sender).in_current_span(),
+            );
+            Ok(ReceiverStream::new(receiver))
+        })
+        .await
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<gateway_v1::AcknowledgeRequest>,
+    ) -> Result<Response<gateway_v1::AcknowledgeResponse>, Status> {
+        let gateway = &self.state.gateway;
+        answer(
+            &self.state,
+            ACKNOWLEDGE,
+            request,
+            |caller, request| async move {
+                inbox::acknowledge(gateway, &caller, &request.delivery_id).await?;
+                Ok(gateway_v1::AcknowledgeResponse {})
+            },
+        )
+        .await
+    }
+}
+
+/// Sends `caller`'s inbox to a `Pull` stream, from `after` on, `limit`
+/// messages leased at a time, until the client goes away (its messages not
+/// acknowledged are offered again once their lease ends), an error (sent as
+/// the stream's status), or the gateway shuts down (UNAVAILABLE, so that the
+/// client opens the stream again on a gateway that serves).
+///
+/// The outbox signal is one permit shared with the delivery worker and the
+/// other streams (`notify_one`), and says nothing of leases ending: an empty
+/// inbox is also looked at again every poll interval.
+async fn stream_inbox(
+    state: AppState,
+    caller: Organisation,
+    mut after: i64,
+    limit: u32,
+    sender: mpsc::Sender<Result<gateway_v1::PullResponse, Status>>,
+) {
+    let gateway = &state.gateway;
+    let signal = gateway.outbox_signal();
+    let poll_interval = gateway.config().delivery.poll_interval;
+    loop {
+        if state.is_shutting_down() {
+            let status = grpc_status(&Error::Unavailable(
+                "the gateway is shutting down; open the stream again".to_owned(),
+            ));
+            // Whether the client is still there to hear it changes nothing.
+            let _ = sender.send(Err(status)).await;
+            return;
+        }
+        let page = match inbox::pull(gateway, &caller, after, limit).await {
+            Ok(page) => page,
+            Err(error) => {
+                let _ = sender.send(Err(grpc_status(&error))).await;
+                return;
+            }
+        };
+        after = page.cursor;
+        let empty = page.items.is_empty();
+        for item in page.items {
+            let message = pull_response(item).map_err(|error| grpc_status(&error));
+            let failed = message.is_err();
+            if sender.send(message).await.is_err() || failed {
+                return;
+            }
+        }
+        if empty {
+            tokio::select! {
+                () = signal.notified() => {}
+                () = tokio::time::sleep(poll_interval) => {}
+                () = sender.closed() => return,
+            }
+        }
+    }
+}
+
 /// Runs one call in a span named after the method (no personal data: the
 /// method and the outcome's code), authenticates the caller, and records the
 /// request metric with the HTTP status the same outcome has over HTTP, so
@@ -439,6 +573,42 @@ fn consent_state(state: &str) -> gateway_v1::ConsentState {
     .unwrap_or(gateway_v1::ConsentState::Unspecified)
 }
 
+/// An inbox item, typed. The payload is the item's JSON document, encoded
+/// again (it was parsed from the bytes the format wrote).
+fn pull_response(item: InboxItem) -> Result<gateway_v1::PullResponse, Error> {
+    let lease_until = DateTime::parse_from_rfc3339(&item.lease_until)
+        .map_err(|_| Error::Internal("store: a stored lease end does not read back".to_owned()))?
+        .with_timezone(&Utc);
+    let payload = serde_json::to_vec(&item.message)
+        .map_err(|_| Error::Internal("an inbox message does not encode as JSON".to_owned()))?;
+    let kind = gateway_v1::InboxItemKind::from_str_name(&format!(
+        "INBOX_ITEM_KIND_{}",
+        item.kind.to_ascii_uppercase()
+    ))
+    .unwrap_or(gateway_v1::InboxItemKind::Unspecified);
+    Ok(gateway_v1::PullResponse {
+        item: Some(gateway_v1::InboxItem {
+            delivery_id: item.delivery_id,
+            cursor: item.cursor,
+            kind: kind.into(),
+            referral_id: item.referral_id,
+            format: item.format,
+            attempt: item.attempt,
+            lease_until: Some(timestamp(lease_until)),
+            payload,
+        }),
+    })
+}
+
+/// The `Timestamp` of an instant.
+fn timestamp(instant: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: instant.timestamp(),
+        // Below 10^9, so it fits; the leap-second form (up to 2*10^9 - 1) is capped.
+        nanos: i32::try_from(instant.timestamp_subsec_nanos().min(999_999_999)).unwrap_or(0),
+    }
+}
+
 fn decision_report(report: DecisionReport) -> gateway_v1::DecisionReport {
     let legal_basis = match report.legal_basis {
         LegalBasis::Consent => consent_v1::LegalBasis::Consent,
@@ -493,11 +663,7 @@ fn referral_answer(view: ReferralView) -> Result<gateway_v1::GetReferralResponse
         referral_id: view.referral_id,
         role: role.into(),
         state: delivery_state(&view.state).into(),
-        accepted_at: Some(prost_types::Timestamp {
-            seconds: accepted_at.timestamp(),
-            nanos: i32::try_from(accepted_at.timestamp_subsec_nanos().min(999_999_999))
-                .unwrap_or(0),
-        }),
+        accepted_at: Some(timestamp(accepted_at)),
         referral: Some(referral_v2::Referral::from(&referral)),
         decision,
         events,
@@ -1040,6 +1206,75 @@ mod tests {
         }
     }
 
+    fn inbox_item(kind: &'static str) -> InboxItem {
+        InboxItem {
+            delivery_id: "0b6c8e8e-6a49-4d0b-9a57-6c1f1e2b7d10".to_owned(),
+            cursor: 7,
+            kind,
+            referral_id: "3f8a1c2e-5b7d-4e9f-a0b1-c2d3e4f5a6b7".to_owned(),
+            format: "passerelle-v2".to_owned(),
+            attempt: 2,
+            lease_until: "2026-12-02T08:30:00.250+00:00".to_owned(),
+            message: serde_json::json!({"referral_id": "3f8a1c2e-5b7d-4e9f-a0b1-c2d3e4f5a6b7"}),
+        }
+    }
+
+    #[test]
+    fn an_inbox_item_is_typed_with_its_document_as_the_payload() {
+        let item = pull_response(inbox_item("referral"))
+            .expect("typed")
+            .item
+            .expect("an item");
+        assert_eq!(item.delivery_id, "0b6c8e8e-6a49-4d0b-9a57-6c1f1e2b7d10");
+        assert_eq!(item.cursor, 7);
+        assert_eq!(item.kind(), gateway_v1::InboxItemKind::Referral);
+        assert_eq!(item.referral_id, "3f8a1c2e-5b7d-4e9f-a0b1-c2d3e4f5a6b7");
+        assert_eq!(item.format, "passerelle-v2");
+        assert_eq!(item.attempt, 2);
+        assert_eq!(
+            item.lease_until,
+            Some(prost_types::Timestamp {
+                seconds: 1_796_200_200,
+                nanos: 250_000_000,
+            })
+        );
+        let payload: serde_json::Value = serde_json::from_slice(&item.payload).expect("JSON");
+        assert_eq!(
+            payload,
+            serde_json::json!({"referral_id": "3f8a1c2e-5b7d-4e9f-a0b1-c2d3e4f5a6b7"})
+        );
+    }
+
+    #[test]
+    fn each_inbox_kind_has_its_proto_value() {
+        let kind = |name| {
+            pull_response(inbox_item(name))
+                .expect("typed")
+                .item
+                .expect("an item")
+                .kind()
+        };
+        assert_eq!(
+            kind(crate::delivery::MessageKind::Referral.as_str()),
+            gateway_v1::InboxItemKind::Referral
+        );
+        assert_eq!(
+            kind(crate::delivery::MessageKind::StatusEvent.as_str()),
+            gateway_v1::InboxItemKind::StatusEvent
+        );
+        assert_eq!(
+            kind("carrier_pigeon"),
+            gateway_v1::InboxItemKind::Unspecified
+        );
+    }
+
+    #[test]
+    fn a_lease_end_that_does_not_read_back_is_an_internal_error() {
+        let mut item = inbox_item("referral");
+        item.lease_until = String::new();
+        assert!(matches!(pull_response(item), Err(Error::Internal(_))));
+    }
+
     #[test]
     fn the_reflection_service_builds_from_the_compiled_descriptors() {
         let services: Vec<String> = prost_types::FileDescriptorSet::decode(DESCRIPTOR_SET)
@@ -1056,7 +1291,8 @@ mod tests {
             services,
             [
                 "passerelle.gateway.v1.ReferralService",
-                "passerelle.gateway.v1.ConsentService"
+                "passerelle.gateway.v1.ConsentService",
+                "passerelle.gateway.v1.InboxService"
             ]
         );
         tonic_reflection::server::Builder::configure()

@@ -20,6 +20,7 @@ use super::AppState;
 use super::auth::PeerIdentity;
 use super::problem::{HttpError, Problem, problem_response};
 use crate::config::Organisation;
+use crate::delivery::inbox;
 use crate::error::Error;
 use crate::gateway::{Submission, at_line};
 
@@ -54,6 +55,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/consents"),
     ("GET", "/v1/consents/{id}"),
     ("POST", "/v1/consents/{id}/events"),
+    ("GET", "/v1/inbox"),
+    ("POST", "/v1/inbox/{id}/ack"),
     ("GET", "/v1/openapi.json"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -68,6 +71,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/consents", post(put_consent))
         .route("/v1/consents/{id}", get(read_consent))
         .route("/v1/consents/{id}/events", post(append_consent_event))
+        .route("/v1/inbox", get(pull_inbox))
+        .route("/v1/inbox/{id}/ack", post(acknowledge))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -450,4 +455,43 @@ async fn append_consent_event(
         .append_consent_event(&caller, &id, &body)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+}
+
+/// The parameters of `GET /v1/inbox`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboxParameters {
+    /// The cursor of the last page (0, or absent, for the start).
+    after: Option<i64>,
+    /// The most messages to lease (1 to 100, default 20).
+    limit: Option<u32>,
+}
+
+async fn pull_inbox(
+    State(state): State<AppState>,
+    peer: Option<axum::Extension<PeerIdentity>>,
+    parameters: Result<Query<InboxParameters>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let caller = caller(&state, &headers, peer.as_deref())?;
+    let Query(parameters) = parameters.map_err(query_error)?;
+    let page = inbox::pull(
+        &state.gateway,
+        &caller,
+        parameters.after.unwrap_or(0),
+        parameters.limit.unwrap_or(20),
+    )
+    .await?;
+    Ok(axum::Json(page).into_response())
+}
+
+async fn acknowledge(
+    State(state): State<AppState>,
+    peer: Option<axum::Extension<PeerIdentity>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let caller = caller(&state, &headers, peer.as_deref())?;
+    inbox::acknowledge(&state.gateway, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -15,9 +15,11 @@ use crate::audit::AuditEntry;
 use crate::consent::{ConsentEvent, ConsentRecord, RecordId};
 use crate::error::Error;
 
+mod outbox;
 mod referrals;
 pub mod sqlite;
 
+pub use outbox::{OutboxMessage, Outcome};
 pub use sqlite::SqliteStore;
 
 /// What [`ConsentStore::put_record`] did.
@@ -144,13 +146,20 @@ pub struct NewStatusEvent {
     pub event: String,
     /// When the gateway recorded it.
     pub recorded_at: DateTime<Utc>,
-    /// The message to deliver to the other party, minimised for it.
-    pub forward: Option<Outgoing>,
+    /// How many events the referral had when this one was checked against its
+    /// lifecycle: if another was stored since, the write is refused with
+    /// [`Error::Conflict`] so that the check can run again on the new history.
+    pub preceding_events: usize,
+    /// The messages to deliver, each minimised for its destination: the other
+    /// party, or both parties for an event of the gateway's (an expiry).
+    pub forward: Vec<Outgoing>,
 }
 
 /// A message queued for an organisation.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
+    /// The message id, stable across retries (one per destination).
+    pub message_id: String,
     /// The destination organisation's id.
     pub destination: String,
     /// Canonical JSON of what leaves.
@@ -196,13 +205,25 @@ pub trait ReferralStore: Send + Sync {
         referral_id: String,
     ) -> impl Future<Output = Result<Option<StoredReferral>, Error>> + Send;
 
-    /// Stores a status event, queues its forward and appends `audit`, in one
-    /// transaction; idempotent by event id like referrals.
+    /// Stores a status event, queues its forwards and appends `audit`, in one
+    /// transaction; idempotent by event id like referrals. A new event is
+    /// refused with [`Error::Conflict`] when the referral no longer has
+    /// [`NewStatusEvent::preceding_events`] events.
     fn record_status_event(
         &self,
         event: NewStatusEvent,
         audit: AuditEntry,
     ) -> impl Future<Output = Result<Written, Error>> + Send;
+
+    /// The referrals that may have expired, oldest first: accepted before
+    /// `before`, with no status event recorded since, and with only statuses
+    /// among `open_statuses` (proto value names) recorded at all. The caller
+    /// checks each against the lifecycle before expiring it.
+    fn stale_referrals(
+        &self,
+        before: DateTime<Utc>,
+        open_statuses: Vec<String>,
+    ) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
 
     /// Appends one audit entry on its own (a read, a refusal).
     fn audit(&self, entry: AuditEntry) -> impl Future<Output = Result<(), Error>> + Send;

@@ -37,6 +37,16 @@ impl ReferralStore for SqliteStore {
             .await
     }
 
+    async fn stale_referrals(
+        &self,
+        before: DateTime<Utc>,
+        open_statuses: Vec<String>,
+    ) -> Result<Vec<String>, Error> {
+        let open = serde_json::to_string(&open_statuses)
+            .map_err(|error| Error::Internal(format!("encoding statuses: {error}")))?;
+        self.read(|connection| stale(connection, &time(before), &open))
+    }
+
     async fn audit(&self, entry: AuditEntry) -> Result<(), Error> {
         self.write(move |connection| audit::append(connection, Utc::now(), &entry).map(|_| ()))
             .await
@@ -99,10 +109,10 @@ fn accept(
         .map_err(storage("inserting a referral"))?;
     enqueue(
         connection,
-        &referral.referral_id,
         "referral",
         &referral.referral_id,
         &Outgoing {
+            message_id: referral.referral_id.clone(),
             destination: referral.recipient.clone(),
             payload: referral.minimised.clone(),
         },
@@ -136,6 +146,18 @@ fn record_event(
             event.event_id
         )));
     }
+    // The caller checked the event against the history it read; an event
+    // stored since (a concurrent post, an expiry) makes that check stale.
+    let stored_events: i64 = connection
+        .prepare_cached("SELECT COUNT(*) FROM status_events WHERE referral_id = ?1")
+        .and_then(|mut query| query.query_row([&event.referral_id], |row| row.get(0)))
+        .map_err(storage("counting status events"))?;
+    if usize::try_from(stored_events).ok() != Some(event.preceding_events) {
+        return Err(Error::Conflict(format!(
+            "another status event about referral {} was recorded meanwhile; read the referral and post again",
+            event.referral_id
+        )));
+    }
     let at = time(event.recorded_at);
     connection
         .prepare_cached(
@@ -155,10 +177,9 @@ fn record_event(
             ])
         })
         .map_err(storage("inserting a status event"))?;
-    if let Some(outgoing) = &event.forward {
+    for outgoing in &event.forward {
         enqueue(
             connection,
-            &event.event_id,
             "status_event",
             &event.referral_id,
             outgoing,
@@ -172,7 +193,6 @@ fn record_event(
 /// Queues a message for its destination, in the caller's transaction.
 fn enqueue(
     connection: &Connection,
-    message_id: &str,
     kind: &str,
     referral_id: &str,
     outgoing: &Outgoing,
@@ -180,12 +200,12 @@ fn enqueue(
 ) -> Result<(), Error> {
     connection
         .prepare_cached(
-            "INSERT INTO outbox (message_id, kind, referral_id, destination, payload, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO outbox (message_id, kind, referral_id, destination, payload, next_attempt_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
         )
         .and_then(|mut insert| {
             insert.execute(params![
-                message_id,
+                outgoing.message_id,
                 kind,
                 referral_id,
                 outgoing.destination,
@@ -195,6 +215,28 @@ fn enqueue(
         })
         .map_err(storage("queueing a message"))?;
     Ok(())
+}
+
+/// Referrals accepted before `before` with no status event since and only
+/// statuses from the JSON array `open` (see [`ReferralStore::stale_referrals`]).
+fn stale(connection: &Connection, before: &str, open: &str) -> Result<Vec<String>, Error> {
+    let mut query = connection
+        .prepare_cached(
+            "SELECT referral_id FROM referrals AS referral
+             WHERE accepted_at < ?1
+               AND NOT EXISTS (
+                   SELECT 1 FROM status_events AS event
+                   WHERE event.referral_id = referral.referral_id
+                     AND (event.recorded_at >= ?1
+                          OR event.status NOT IN (SELECT value FROM json_each(?2))))
+             ORDER BY accepted_at, referral_id",
+        )
+        .map_err(storage("looking for stale referrals"))?;
+    let rows = query
+        .query_map(params![before, open], |row| row.get(0))
+        .map_err(storage("looking for stale referrals"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(storage("looking for stale referrals"))
 }
 
 fn load(connection: &Connection, referral_id: &str) -> Result<Option<StoredReferral>, Error> {

@@ -65,6 +65,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0003_referrals",
         include_str!("../../migrations/sqlite/0003_referrals.sql"),
     ),
+    (
+        4,
+        "0004_delivery",
+        include_str!("../../migrations/sqlite/0004_delivery.sql"),
+    ),
 ];
 
 /// A store in one SQLite file.
@@ -674,7 +679,7 @@ mod tests {
                 rows.collect::<Result<_, _>>().map_err(storage("versions"))
             })
             .expect("read");
-        assert_eq!(versions, vec![1, 2, 3]);
+        assert_eq!(versions, vec![1, 2, 3, 4]);
         let mode: String = store
             .read(|connection| {
                 connection

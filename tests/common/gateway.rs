@@ -88,6 +88,13 @@ pub struct Options {
     pub log_level: String,
     /// The store file (default: a fresh one in the temporary folder).
     pub store: Option<PathBuf>,
+    /// TOML added at the end of an organisation's table, by id (its
+    /// `[organisation.delivery]` table, for instance).
+    pub organisation_toml: Vec<(&'static str, String)>,
+    /// TOML tables added to the configuration (`[delivery]`, for instance).
+    pub extra_toml: String,
+    /// Environment variables for the gateway process.
+    pub environment: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -99,6 +106,9 @@ impl Default for Options {
             otlp_endpoint: None,
             log_level: "info".to_owned(),
             store: None,
+            organisation_toml: Vec::new(),
+            extra_toml: String::new(),
+            environment: Vec::new(),
         }
     }
 }
@@ -220,6 +230,12 @@ impl TestGateway {
             .args(["serve", "--config"])
             .arg(&config)
             .env("PASSERELLE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+            .envs(
+                options
+                    .environment
+                    .iter()
+                    .map(|(name, value)| (name, value)),
+            )
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -437,7 +453,14 @@ fn write_config(dir: &Path, pki: &Pki, options: &Options, store: &Path) -> PathB
             "\n[[organisation]]\nid = \"{}\"\nsiret = \"{}\"\nkind = \"{}\"\napi_keys = [\"sha256:{hash}\"]\nclient_certificates = [{rule}]\n",
             organisation.id, organisation.siret, organisation.kind
         ));
+        for (id, extra) in &options.organisation_toml {
+            if *id == organisation.id {
+                text.push_str(extra);
+                text.push('\n');
+            }
+        }
     }
+    text.push_str(&options.extra_toml);
     write("passerelle.toml", &text)
 }
 
@@ -472,4 +495,41 @@ pub fn new_id() -> String {
 /// The `Authorization` value of an organisation's API key.
 pub fn bearer(id: &str) -> String {
     format!("Bearer {}", organisation(id).api_key)
+}
+
+/// Stores the sample consent record under a new id, as Konexio; returns the id.
+pub async fn store_consent(gateway: &TestGateway) -> String {
+    let record_id = new_id();
+    let stored = gateway
+        .client()
+        .post(gateway.url("/v1/consents"))
+        .header("authorization", bearer("konexio-saint-denis"))
+        .json(&consent(&record_id))
+        .send()
+        .await
+        .expect("consent");
+    assert_eq!(stored.status(), reqwest::StatusCode::CREATED);
+    record_id
+}
+
+/// Stores a consent record and sends the sample referral to France Travail
+/// under it, as Konexio: (referral id, record id, the 202 answer).
+pub async fn accepted_referral(gateway: &TestGateway) -> (String, String, serde_json::Value) {
+    let record_id = store_consent(gateway).await;
+    let referral_id = new_id();
+    let response = gateway
+        .client()
+        .post(gateway.url("/v1/referrals"))
+        .header("authorization", bearer("konexio-saint-denis"))
+        .header(
+            "content-type",
+            "application/vnd.passerelle.referral.v2+json",
+        )
+        .json(&referral(&referral_id, &record_id))
+        .send()
+        .await
+        .expect("referral");
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    let answer = response.json().await.expect("answer");
+    (referral_id, record_id, answer)
 }

@@ -4,6 +4,7 @@
 pub mod gateway;
 pub mod generators;
 pub mod otlp;
+pub mod receiver;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,462 @@
+//! The outbox in the SQLite store: claiming due messages for push workers,
+//! leasing them to pullers, recording each attempt's outcome with its audit
+//! entry, dead letters, and the commands that inspect and replay them.
+//!
+//! A claim or a lease sets `lease_until`: the message is not offered again
+//! before then. A worker that dies mid-attempt (kill -9) leaves the lease to
+//! expire, and the message is attempted again under the same message id, so
+//! receivers see one message however many attempts it took.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use crate::audit::{self, AuditEntry};
+use crate::error::Error;
+
+use super::sqlite::{SqliteStore, storage};
+
+/// A message of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboxMessage {
+    /// The cursor of pull inboxes: increasing in the order messages were queued.
+    pub seq: i64,
+    /// Stable across attempts (the `webhook-id`, the inbox's delivery id).
+    pub message_id: String,
+    /// `referral` or `status_event`.
+    pub kind: String,
+    /// The referral it belongs to.
+    pub referral_id: String,
+    /// The destination organisation's id.
+    pub destination: String,
+    /// Canonical JSON of the message, minimised for the destination.
+    #[serde(skip)]
+    pub payload: String,
+    /// `queued`, `delivered`, `dead` or `cancelled`.
+    pub state: String,
+    /// Attempts started.
+    pub attempts: u32,
+    /// When the next attempt is due.
+    pub next_attempt_at: String,
+    /// Until when the current attempt holds it.
+    pub lease_until: Option<String>,
+    /// The last attempt's error (a status code or an error kind).
+    pub last_error: Option<String>,
+    /// When it was queued.
+    pub created_at: String,
+    /// When it last changed.
+    pub updated_at: String,
+}
+
+/// What became of an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered: done.
+    Delivered,
+    /// Failed for now: try again at this time.
+    Retry {
+        /// When.
+        at: DateTime<Utc>,
+        /// Why (a code).
+        error: String,
+    },
+    /// Failed for good: a dead letter, kept with its last error.
+    Dead {
+        /// Why (a code).
+        error: String,
+    },
+    /// Not to be delivered any more (consent withdrawn ...).
+    Cancelled {
+        /// Why (a code).
+        reason: String,
+    },
+}
+
+const COLUMNS: &str = "seq, message_id, kind, referral_id, destination, payload, state, attempts, next_attempt_at, lease_until, last_error, created_at, updated_at";
+
+fn message(row: &Row<'_>) -> rusqlite::Result<OutboxMessage> {
+    Ok(OutboxMessage {
+        seq: row.get(0)?,
+        message_id: row.get(1)?,
+        kind: row.get(2)?,
+        referral_id: row.get(3)?,
+        destination: row.get(4)?,
+        payload: row.get(5)?,
+        state: row.get(6)?,
+        attempts: row.get(7)?,
+        next_attempt_at: row.get(8)?,
+        lease_until: row.get(9)?,
+        last_error: row.get(10)?,
+        created_at: row.get(11)?,
+        updated_at: row.get(12)?,
+    })
+}
+
+/// The store's time format: RFC 3339 UTC with microseconds, which orders as text.
+pub(crate) fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+impl SqliteStore {
+    /// Claims up to `limit` due messages for the push `destinations`: each is
+    /// leased until `lease_until` and its attempt counted, in one commit.
+    pub async fn claim_due(
+        &self,
+        destinations: Vec<String>,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxMessage>, Error> {
+        if destinations.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |connection| {
+            let list = serde_json::to_string(&destinations)
+                .map_err(|error| Error::Internal(format!("encoding destinations: {error}")))?;
+            let sql = format!(
+                "UPDATE outbox SET lease_until = ?1, attempts = attempts + 1, updated_at = ?2
+                 WHERE seq IN (
+                     SELECT seq FROM outbox
+                     WHERE state = 'queued'
+                       AND destination IN (SELECT value FROM json_each(?3))
+                       AND destination NOT IN (SELECT destination FROM disabled_destinations)
+                       AND next_attempt_at <= ?2
+                       AND (lease_until IS NULL OR lease_until <= ?2)
+                     ORDER BY seq LIMIT ?4)
+                 RETURNING {COLUMNS}"
+            );
+            let mut query = connection
+                .prepare_cached(&sql)
+                .map_err(storage("claiming messages"))?;
+            let rows = query
+                .query_map(params![time(lease_until), time(now), list, limit], message)
+                .map_err(storage("claiming messages"))?;
+            let mut claimed = rows
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(storage("claiming messages"))?;
+            claimed.sort_by_key(|message| message.seq);
+            Ok(claimed)
+        })
+        .await
+    }
+
+    /// Leases up to `limit` messages of `destination`'s inbox: those queued
+    /// after the cursor `after`, and those whose earlier lease ran out
+    /// unacknowledged (offered again whatever the cursor).
+    pub async fn lease_inbox(
+        &self,
+        destination: String,
+        after: i64,
+        limit: u32,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<OutboxMessage>, Error> {
+        self.write(move |connection| {
+            let sql = format!(
+                "UPDATE outbox SET lease_until = ?1, attempts = attempts + 1, updated_at = ?2
+                 WHERE seq IN (
+                     SELECT seq FROM outbox
+                     WHERE state = 'queued' AND destination = ?3
+                       AND next_attempt_at <= ?2
+                       AND (seq > ?4 OR lease_until IS NOT NULL)
+                       AND (lease_until IS NULL OR lease_until <= ?2)
+                     ORDER BY seq LIMIT ?5)
+                 RETURNING {COLUMNS}"
+            );
+            let mut query = connection
+                .prepare_cached(&sql)
+                .map_err(storage("leasing an inbox"))?;
+            let rows = query
+                .query_map(
+                    params![time(lease_until), time(now), destination, after, limit],
+                    message,
+                )
+                .map_err(storage("leasing an inbox"))?;
+            let mut leased = rows
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(storage("leasing an inbox"))?;
+            leased.sort_by_key(|message| message.seq);
+            Ok(leased)
+        })
+        .await
+    }
+
+    /// Records an attempt's outcome and its audit entry together; a message
+    /// no longer queued (acknowledged meanwhile, purged) is left as it is.
+    pub async fn complete(
+        &self,
+        message_id: String,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+        audit: AuditEntry,
+    ) -> Result<bool, Error> {
+        self.write(move |connection| complete(connection, &message_id, &outcome, now, &audit))
+            .await
+    }
+
+    /// Acknowledges a message pulled from `destination`'s inbox: delivered.
+    /// [`Error::NotFound`] when the message is not in that inbox (another
+    /// organisation's id included); acknowledging twice is a success.
+    pub async fn acknowledge(
+        &self,
+        destination: String,
+        message_id: String,
+        now: DateTime<Utc>,
+        audit: AuditEntry,
+    ) -> Result<(), Error> {
+        self.write(move |connection| {
+            let found: Option<String> = connection
+                .prepare_cached("SELECT state FROM outbox WHERE message_id = ?1 AND destination = ?2")
+                .and_then(|mut query| {
+                    query
+                        .query_row(params![message_id, destination], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(storage("reading a delivery"))?;
+            match found.as_deref() {
+                None => Err(Error::NotFound(format!("delivery {message_id}"))),
+                Some("delivered") => Ok(()),
+                Some("queued") => {
+                    complete(connection, &message_id, &Outcome::Delivered, now, &audit).map(|_| ())
+                }
+                Some(_) => Err(Error::Conflict(format!(
+                    "delivery {message_id} was cancelled or dead-lettered; it cannot be acknowledged"
+                ))),
+            }
+        })
+        .await
+    }
+
+    /// The referrals that left under a consent record and were delivered.
+    pub fn delivered_under_consent(&self, record_id: &str) -> Result<Vec<String>, Error> {
+        self.read(|connection| {
+            let mut query = connection
+                .prepare_cached(
+                    "SELECT referral_id FROM referrals WHERE consent_record_id = ?1 AND state = 'delivered'
+                     ORDER BY accepted_at",
+                )
+                .map_err(storage("finding referrals under a consent record"))?;
+            let rows = query
+                .query_map([record_id], |row| row.get(0))
+                .map_err(storage("finding referrals under a consent record"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(storage("finding referrals under a consent record"))
+        })
+    }
+
+    /// Disables a destination (it answered 410 Gone): nothing is pushed to it
+    /// until an operator enables it again. Audited.
+    pub async fn disable_destination(
+        &self,
+        destination: String,
+        reason: String,
+        now: DateTime<Utc>,
+        audit: AuditEntry,
+    ) -> Result<(), Error> {
+        self.write(move |connection| {
+            connection
+                .prepare_cached(
+                    "INSERT INTO disabled_destinations (destination, reason, disabled_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (destination) DO NOTHING",
+                )
+                .and_then(|mut insert| insert.execute(params![destination, reason, time(now)]))
+                .map_err(storage("disabling a destination"))?;
+            audit::append(connection, now, &audit).map(|_| ())
+        })
+        .await
+    }
+
+    /// The disabled destinations with their reason.
+    pub fn disabled_destinations(&self) -> Result<Vec<(String, String)>, Error> {
+        self.read(|connection| {
+            let mut query = connection
+                .prepare_cached(
+                    "SELECT destination, reason FROM disabled_destinations ORDER BY destination",
+                )
+                .map_err(storage("reading disabled destinations"))?;
+            let rows = query
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .map_err(storage("reading disabled destinations"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(storage("reading disabled destinations"))
+        })
+    }
+
+    /// Messages, newest first, optionally of one state and one destination.
+    pub fn outbox_messages(
+        &self,
+        state: Option<&str>,
+        destination: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<OutboxMessage>, Error> {
+        self.read(|connection| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM outbox
+                 WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR destination = ?2)
+                 ORDER BY seq DESC LIMIT ?3"
+            );
+            let mut query = connection
+                .prepare_cached(&sql)
+                .map_err(storage("listing the outbox"))?;
+            let rows = query
+                .query_map(params![state, destination, limit], message)
+                .map_err(storage("listing the outbox"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(storage("listing the outbox"))
+        })
+    }
+
+    /// One message by id.
+    pub fn outbox_message(&self, message_id: &str) -> Result<Option<OutboxMessage>, Error> {
+        self.read(|connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM outbox WHERE message_id = ?1"
+                ))
+                .and_then(|mut query| query.query_row([message_id], message).optional())
+                .map_err(storage("reading the outbox"))
+        })
+    }
+
+    /// Queues dead letters again (one, or all of a destination, or all):
+    /// attempts start over. Returns how many. Audited per message.
+    pub async fn retry_dead(
+        &self,
+        message_id: Option<String>,
+        destination: Option<String>,
+        now: DateTime<Utc>,
+        actor: String,
+    ) -> Result<u64, Error> {
+        self.write(move |connection| {
+            let ids: Vec<(String, String)> = {
+                let mut query = connection
+                    .prepare_cached(
+                        "SELECT message_id, referral_id FROM outbox WHERE state = 'dead'
+                         AND (?1 IS NULL OR message_id = ?1) AND (?2 IS NULL OR destination = ?2)",
+                    )
+                    .map_err(storage("finding dead letters"))?;
+                let rows = query
+                    .query_map(params![message_id, destination], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
+                    .map_err(storage("finding dead letters"))?;
+                rows.collect::<Result<_, _>>()
+                    .map_err(storage("finding dead letters"))?
+            };
+            for (id, referral_id) in &ids {
+                connection
+                    .prepare_cached(
+                        "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = ?2,
+                         lease_until = NULL, updated_at = ?2 WHERE message_id = ?1",
+                    )
+                    .and_then(|mut update| update.execute(params![id, time(now)]))
+                    .map_err(storage("queueing a dead letter again"))?;
+                set_referral_state(connection, referral_id, "queued")?;
+                let entry = AuditEntry::new(audit::AuditKind::DeliveryAttempted)
+                    .actor(&actor)
+                    .referral(referral_id)
+                    .event(id)
+                    .reason("retry-requested");
+                audit::append(connection, now, &entry)?;
+            }
+            Ok(ids.len() as u64)
+        })
+        .await
+    }
+
+    /// Deletes finished messages (delivered, cancelled, and dead letters when
+    /// `dead` is set) queued before `before`. Returns how many. The audit log
+    /// keeps their history.
+    pub async fn purge(
+        &self,
+        before: DateTime<Utc>,
+        dead: bool,
+        now: DateTime<Utc>,
+        actor: String,
+    ) -> Result<u64, Error> {
+        self.write(move |connection| {
+            let states = if dead {
+                "('delivered', 'cancelled', 'dead')"
+            } else {
+                "('delivered', 'cancelled')"
+            };
+            let removed = connection
+                .execute(
+                    &format!("DELETE FROM outbox WHERE state IN {states} AND created_at < ?1"),
+                    params![time(before)],
+                )
+                .map_err(storage("purging the outbox"))?;
+            let entry = AuditEntry::new(audit::AuditKind::Erasure)
+                .actor(&actor)
+                .reason(if dead {
+                    "outbox-purged-with-dead-letters"
+                } else {
+                    "outbox-purged"
+                });
+            audit::append(connection, now, &entry)?;
+            Ok(removed as u64)
+        })
+        .await
+    }
+}
+
+fn complete(
+    connection: &Connection,
+    message_id: &str,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+    audit: &AuditEntry,
+) -> Result<bool, Error> {
+    let referral_id: Option<(String, String)> = connection
+        .prepare_cached(
+            "SELECT referral_id, kind FROM outbox WHERE message_id = ?1 AND state = 'queued'",
+        )
+        .and_then(|mut query| {
+            query
+                .query_row([message_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(storage("reading a message"))?;
+    let Some((referral_id, kind)) = referral_id else {
+        return Ok(false);
+    };
+    let at = time(now);
+    let (state, next, error) = match outcome {
+        Outcome::Delivered => ("delivered", at.clone(), None),
+        Outcome::Retry { at: next, error } => ("queued", time(*next), Some(error.as_str())),
+        Outcome::Dead { error } => ("dead", at.clone(), Some(error.as_str())),
+        Outcome::Cancelled { reason } => ("cancelled", at.clone(), Some(reason.as_str())),
+    };
+    connection
+        .prepare_cached(
+            "UPDATE outbox SET state = ?2, next_attempt_at = ?3, lease_until = NULL,
+             last_error = COALESCE(?4, last_error), updated_at = ?5 WHERE message_id = ?1",
+        )
+        .and_then(|mut update| update.execute(params![message_id, state, next, error, at]))
+        .map_err(storage("recording an attempt"))?;
+    if kind == "referral" {
+        let referral_state = match outcome {
+            Outcome::Delivered => Some("delivered"),
+            Outcome::Dead { .. } => Some("dead_lettered"),
+            Outcome::Cancelled { .. } => Some("withdrawn"),
+            Outcome::Retry { .. } => None,
+        };
+        if let Some(referral_state) = referral_state {
+            set_referral_state(connection, &referral_id, referral_state)?;
+        }
+    }
+    audit::append(connection, now, audit)?;
+    Ok(true)
+}
+
+fn set_referral_state(
+    connection: &Connection,
+    referral_id: &str,
+    state: &str,
+) -> Result<(), Error> {
+    connection
+        .prepare_cached("UPDATE referrals SET state = ?2 WHERE referral_id = ?1")
+        .and_then(|mut update| update.execute(params![referral_id, state]))
+        .map_err(storage("updating a referral's state"))?;
+    Ok(())
+}
