@@ -1023,13 +1023,14 @@ impl Gateway {
         })
     }
 
-    /// Tells the recipients of referrals already delivered under a consent
-    /// record that the person withdrew or objected (GDPR Art. 19): a
+    /// Tells the recipients of referrals already delivered — or offered, so
+    /// possibly held — under a consent record that the person withdrew or
+    /// objected (GDPR Art. 19): a
     /// `STATUS_WITHDRAWN` event, recorded in each referral's history and
     /// queued for its recipient through its usual channel. Referrals still
     /// queued are cancelled by the outbox worker before their next attempt.
     async fn notify_withdrawal(&self, caller: &Organisation, record_id: &str) -> Result<(), Error> {
-        for referral_id in self.store.delivered_under_consent(record_id)? {
+        for referral_id in self.store.offered_under_consent(record_id)? {
             let Some(stored) = self.store.referral(referral_id.clone()).await? else {
                 continue;
             };

@@ -223,9 +223,22 @@ async fn consent_withdrawn_while_queued_cancels_the_delivery() {
     receiver.answer(&[], 200);
     wait_for_state(&gateway, &referral_id, "withdrawn").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let accepted = receiver.accepted();
     assert!(
-        receiver.accepted().is_empty(),
+        accepted.iter().all(|push| push.kind != "referral"),
         "never delivered after the withdrawal"
+    );
+    // The receiver had been offered it (and answered 503): it may hold it, so
+    // it is told of the withdrawal all the same (GDPR Art. 19).
+    assert!(
+        receiver
+            .wait_for(
+                |received| received
+                    .iter()
+                    .any(|push| push.kind == "status_event" && push.status == 200),
+                Duration::from_secs(10)
+            )
+            .await
     );
     let shown: Value =
         serde_json::from_str(&outbox(&gateway, &["show", &referral_id])).expect("JSON");
@@ -320,6 +333,15 @@ async fn status_events_reach_a_pulling_sender_and_are_offered_again_until_acknow
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let again = pull().await;
     assert_eq!(again["items"][0]["delivery_id"], json!(delivery_id));
+    // France Travail receives by webhook: its inbox is not for pulling.
+    let pushed = gateway
+        .client()
+        .get(gateway.url("/v1/inbox"))
+        .header("authorization", bearer(FRANCE_TRAVAIL))
+        .send()
+        .await
+        .expect("pull");
+    assert_eq!(pushed.status(), StatusCode::FORBIDDEN);
     // Another organisation cannot acknowledge it.
     let foreign = gateway
         .client()

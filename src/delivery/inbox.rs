@@ -55,6 +55,12 @@ pub async fn pull(
     after: i64,
     limit: u32,
 ) -> Result<InboxPage, Error> {
+    if !matches!(caller.delivery.mode, crate::config::DeliveryMode::Pull) {
+        return Err(Error::Forbidden(
+            "this organisation's messages are pushed to it; its inbox is not for pulling"
+                .to_owned(),
+        ));
+    }
     if limit == 0 || limit > MAX_LIMIT {
         return Err(Error::invalid(
             "",

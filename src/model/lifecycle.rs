@@ -38,9 +38,10 @@
 //!
 //! Why it is shaped so, from what operators do:
 //! - Received is optional: many operators answer with their decision
-//!   straight away. Sent (recorded by the gateway on delivery) comes first
-//!   or not at all, since any status from the recipient already proves that
-//!   the referral arrived.
+//!   straight away. Sent is reserved to the gateway and comes first or not at
+//!   all, since any status from the recipient already proves that the
+//!   referral arrived. (The gateway does not record it today: a referral's
+//!   delivery shows in its `state`, `delivered`, rather than as an event.)
 //! - Accepted or Rejected decide. An intake interview held before the decision
 //!   is reported as Received, then the decision (DORA's "bénéficiaire absent"
 //!   is a rejection reason for exactly that case).

@@ -227,12 +227,18 @@ impl SqliteStore {
         .await
     }
 
-    /// The referrals that left under a consent record and were delivered.
-    pub fn delivered_under_consent(&self, record_id: &str) -> Result<Vec<String>, Error> {
+    /// The referrals under a consent record that their recipient may hold:
+    /// delivered, or offered at least once (a pulled message not yet
+    /// acknowledged, a push whose answer was lost), whatever became of the
+    /// offer since.
+    pub fn offered_under_consent(&self, record_id: &str) -> Result<Vec<String>, Error> {
         self.read(|connection| {
             let mut query = connection
                 .prepare_cached(
-                    "SELECT referral_id FROM referrals WHERE consent_record_id = ?1 AND state = 'delivered'
+                    "SELECT referral_id FROM referrals WHERE consent_record_id = ?1 AND (
+                         state = 'delivered' OR EXISTS (
+                             SELECT 1 FROM outbox WHERE outbox.message_id = referrals.referral_id
+                             AND outbox.attempts > 0))
                      ORDER BY accepted_at",
                 )
                 .map_err(storage("finding referrals under a consent record"))?;
