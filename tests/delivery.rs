@@ -10,6 +10,12 @@ use std::time::Duration;
 use base64::Engine;
 use common::gateway::{Options, TestGateway, accepted_referral, bearer, organisation, sample};
 use common::receiver::Receiver;
+use passerelle::delivery::grpc_push::receiver_v1::receiver_service_server::{
+    ReceiverService, ReceiverServiceServer,
+};
+use passerelle::delivery::grpc_push::receiver_v1::{
+    DeliverRequest, DeliverResponse, MessageKind as WireKind,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -361,4 +367,63 @@ async fn status_events_reach_a_pulling_sender_and_are_offered_again_until_acknow
     assert_eq!(acknowledged.status(), StatusCode::NO_CONTENT);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(pull().await["items"].as_array().expect("items").is_empty());
+}
+
+/// A gRPC receiver recording every delivery, answering OK.
+#[derive(Clone, Default)]
+struct GrpcReceiver {
+    log: std::sync::Arc<std::sync::Mutex<Vec<DeliverRequest>>>,
+}
+
+#[tonic::async_trait]
+impl ReceiverService for GrpcReceiver {
+    async fn deliver(
+        &self,
+        request: tonic::Request<DeliverRequest>,
+    ) -> Result<tonic::Response<DeliverResponse>, tonic::Status> {
+        self.log.lock().expect("log").push(request.into_inner());
+        Ok(tonic::Response::new(DeliverResponse {}))
+    }
+}
+
+/// The gateway pushes to a receiver implementing `passerelle.receiver.v1`,
+/// in the receiver's configured format: here canonical version 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_receiver_gets_the_referral_in_its_format_version_1() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let receiver = GrpcReceiver::default();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ReceiverServiceServer::new(receiver.clone()))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let gateway = TestGateway::start_with(Options {
+        organisation_toml: vec![(
+            FRANCE_TRAVAIL,
+            format!(
+                "[organisation.delivery]\nmode = \"grpc\"\nurl = \"http://{address}\"\nformat = \"passerelle-v1\"\ntimeout_seconds = 2\n"
+            ),
+        )],
+        extra_toml: "\n[delivery]\npoll_interval_milliseconds = 50\n".to_owned(),
+        ..Options::default()
+    });
+    let (referral_id, _, _) = accepted_referral(&gateway).await;
+    wait_for_state(&gateway, &referral_id, "delivered").await;
+    let log = receiver.log.lock().expect("log").clone();
+    assert_eq!(log.len(), 1);
+    let delivery = &log[0];
+    assert_eq!(delivery.message_id, referral_id);
+    assert_eq!(delivery.referral_id, referral_id);
+    assert_eq!(delivery.format, "passerelle-v1");
+    assert_eq!(delivery.kind, i32::from(WireKind::Referral));
+    let document: Value = serde_json::from_slice(&delivery.payload).expect("JSON payload");
+    assert_eq!(document["schema_version"], json!("passerelle.referral.v1"));
+    assert_eq!(document["referral_id"], json!(referral_id));
+    // The minimised copy: what France Travail's policy removes never leaves.
+    let payload = String::from_utf8_lossy(&delivery.payload);
+    assert!(!payload.contains("Passer par l'accueil"), "{payload}");
+    assert!(!payload.contains("Arrivée en France"), "{payload}");
 }
