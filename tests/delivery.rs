@@ -427,3 +427,46 @@ async fn a_grpc_receiver_gets_the_referral_in_its_format_version_1() {
     assert!(!payload.contains("Passer par l'accueil"), "{payload}");
     assert!(!payload.contains("Arrivée en France"), "{payload}");
 }
+
+/// The sender withdraws its referral while it waits for the receiver: it is
+/// cancelled, never delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referral_withdrawn_by_its_sender_while_queued_is_not_delivered() {
+    let receiver = Receiver::start().await;
+    receiver.answer(&[], 503);
+    let (gateway, _) = gateway_pushing_to(&receiver, 100);
+    let (referral_id, _, _) = accepted_referral(&gateway).await;
+    assert!(
+        receiver
+            .wait_for(|received| !received.is_empty(), Duration::from_secs(10))
+            .await
+    );
+    let withdrawn = gateway
+        .client()
+        .post(gateway.url(&format!("/v1/referrals/{referral_id}/events")))
+        .header("authorization", bearer(KONEXIO))
+        .json(&json!({
+            "event_id": uuid::Uuid::new_v4().to_string(),
+            "schema_version": "passerelle.status.v1",
+            "referral_id": referral_id,
+            "status": "STATUS_WITHDRAWN",
+            "occurred_at": chrono::Utc::now().to_rfc3339(),
+            "author_siret": organisation(KONEXIO).siret,
+        }))
+        .send()
+        .await
+        .expect("withdraw");
+    assert_eq!(withdrawn.status(), StatusCode::CREATED);
+    receiver.answer(&[], 200);
+    wait_for_state(&gateway, &referral_id, "withdrawn").await;
+    let shown: Value =
+        serde_json::from_str(&outbox(&gateway, &["show", &referral_id])).expect("JSON");
+    assert_eq!(shown["state"], json!("cancelled"));
+    assert_eq!(shown["last_error"], json!("referral-withdrawn"));
+    assert!(
+        receiver
+            .accepted()
+            .iter()
+            .all(|push| push.kind != "referral")
+    );
+}

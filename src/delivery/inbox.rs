@@ -7,7 +7,7 @@
 use chrono::Utc;
 use serde::Serialize;
 
-use super::worker::{cancel, consent_in_force, encode_for};
+use super::worker::{cancel, encode_for, may_leave};
 use crate::audit::{AuditEntry, AuditKind};
 use crate::config::Organisation;
 use crate::error::Error;
@@ -80,7 +80,7 @@ pub async fn pull(
     for message in leased {
         cursor = cursor.max(message.seq);
         if message.kind == "referral"
-            && let Err(reason) = consent_in_force(gateway, &message.referral_id, now).await?
+            && let Err(reason) = may_leave(gateway, &message.referral_id, now).await?
         {
             cancel(gateway, &message, reason, now).await?;
             continue;

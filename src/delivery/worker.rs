@@ -191,7 +191,7 @@ impl Worker {
             return Ok(());
         };
         if message.kind == MessageKind::Referral.as_str()
-            && let Err(reason) = consent_in_force(&self.gateway, &message.referral_id, now).await?
+            && let Err(reason) = may_leave(&self.gateway, &message.referral_id, now).await?
         {
             return cancel(&self.gateway, message, reason, now).await;
         }
@@ -296,15 +296,15 @@ impl Worker {
     }
 }
 
-/// Cancels a message whose consent is no longer in force: never sent,
-/// audited with the reason.
+/// Cancels a message that may no longer leave (consent withdrawn, referral
+/// withdrawn by its sender): never sent, audited with the reason.
 pub async fn cancel(
     gateway: &Gateway,
     message: &OutboxMessage,
     reason: &'static str,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    tracing::info!(reason, "delivery cancelled: consent no longer in force");
+    tracing::info!(reason, "delivery cancelled");
     let audit = entry(AuditKind::DeliveryFailed, message).reason(reason);
     gateway
         .store()
@@ -342,9 +342,10 @@ pub fn backoff(attempts: u32, base: Duration, max: Duration) -> Duration {
     Duration::from_millis(rand::rng().random_range(0..=millis))
 }
 
-/// Whether the consent record a referral left under still allows it to
-/// leave: `Ok(Err(reason))` names why not.
-pub async fn consent_in_force(
+/// Whether a referral may still leave: not withdrawn by its sender nor
+/// expired, and its consent record still in force. `Ok(Err(reason))` names
+/// why not.
+pub async fn may_leave(
     gateway: &Gateway,
     referral_id: &str,
     now: DateTime<Utc>,
@@ -361,7 +362,9 @@ pub async fn consent_in_force(
     let Some(record) = gateway.store().record(record_id).await? else {
         return Ok(Err("consent-missing"));
     };
-    Ok(match record.state_at(now) {
+    // Consent first: it is the more precise reason when both apply (a
+    // withdrawal of consent also records a withdrawn status).
+    let consent = match record.state_at(now) {
         ConsentState::Active => Ok(()),
         ConsentState::Withdrawn => Err("consent-withdrawn"),
         ConsentState::Objected => Err("objection-recorded"),
@@ -370,7 +373,18 @@ pub async fn consent_in_force(
         ConsentState::Invalidated => Err("consent-invalidated"),
         ConsentState::NotYetValid => Err("consent-not-yet-valid"),
         ConsentState::NeverGiven => Err("consent-missing"),
-    })
+    };
+    if consent.is_err() {
+        return Ok(consent);
+    }
+    for event in &referral.events {
+        match event.status.as_str() {
+            "STATUS_WITHDRAWN" => return Ok(Err("referral-withdrawn")),
+            "STATUS_EXPIRED" => return Ok(Err("referral-expired")),
+            _ => {}
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// The message in its destination's format. Status events go to a
