@@ -472,13 +472,14 @@ impl Gateway {
         let replayed = AuditEntry::new(AuditKind::ReferralReplayed)
             .actor(&caller.id)
             .referral(&referral_id);
+        let referral_json = to_json(&referral)?;
         let new = NewReferral {
             referral_id: referral_id.clone(),
             sender: caller.id.clone(),
             recipient: recipient.id.clone(),
-            fingerprint: fingerprint_referral(&referral, format)?,
+            fingerprint: fingerprint_referral(&referral, &referral_json, format)?,
             input_format: format.to_owned(),
-            referral: to_json(&referral)?,
+            referral: referral_json,
             minimised: to_json(&forward.referral)?,
             decision: to_json(&report)?,
             consent_record_id: Some(report.consent_record_id.clone()),
@@ -494,9 +495,7 @@ impl Gateway {
             Accepted::Replayed(stored) => (stored, true),
         };
         self.wake_outbox();
-        if let Ok(depth) = self.store.queue_depth().await {
-            self.metrics.set_queue_depth(depth);
-        }
+
         Ok(SubmitAnswer {
             referral_id,
             state: stored.state,
@@ -770,9 +769,6 @@ impl Gateway {
         if !expired.is_empty() {
             tracing::info!(count = expired.len(), "stale referrals expired");
             self.wake_outbox();
-            if let Ok(depth) = self.store.queue_depth().await {
-                self.metrics.set_queue_depth(depth);
-            }
         }
         Ok(expired)
     }
@@ -1196,13 +1192,17 @@ fn fingerprint(text: &str) -> String {
 /// The idempotency fingerprint of a referral: its canonical form, with the
 /// creation time left out for formats that do not carry one (DORA, CSV stamp
 /// the time of reading, which differs on a retry).
-fn fingerprint_referral(referral: &v2::Referral, format: &str) -> Result<String, Error> {
+fn fingerprint_referral(
+    referral: &v2::Referral,
+    canonical: &str,
+    format: &str,
+) -> Result<String, Error> {
     if matches!(format, "dora" | "csv") {
         let mut stable = referral.clone();
         stable.created_at = DateTime::<Utc>::UNIX_EPOCH;
         return Ok(fingerprint(&to_json(&stable)?));
     }
-    Ok(fingerprint(&to_json(referral)?))
+    Ok(fingerprint(canonical))
 }
 
 /// The format name as a metric attribute (a fixed set: never caller input).

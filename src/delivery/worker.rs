@@ -88,9 +88,18 @@ impl Worker {
         let settings = self.gateway.config().delivery.clone();
         let permits = Arc::new(Semaphore::new(settings.concurrency));
         let worker = Arc::new(self);
+        let mut depth_measured: Option<Instant> = None;
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            // The queue depth is a count over the outbox: measured here at
+            // most once a second, never on a request's path.
+            if depth_measured.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                depth_measured = Some(Instant::now());
+                if let Ok(depth) = worker.gateway.store().queue_depth().await {
+                    worker.gateway.metrics().set_queue_depth(depth);
+                }
             }
             match worker.claim(Utc::now()).await {
                 Ok(messages) => {
@@ -289,9 +298,7 @@ impl Worker {
         store
             .complete(message.message_id.clone(), outcome, now, audit)
             .await?;
-        if let Ok(depth) = store.queue_depth().await {
-            metrics.set_queue_depth(depth);
-        }
+
         Ok(())
     }
 }

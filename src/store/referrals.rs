@@ -119,9 +119,21 @@ fn accept(
         &at,
     )?;
     audit::append(connection, referral.accepted_at, audit)?;
-    let stored = load(connection, &referral.referral_id)?
-        .ok_or_else(|| Error::Internal("store: a referral vanished after insert".to_owned()))?;
-    Ok(Accepted::New(stored))
+    // What was just written, without reading it back.
+    Ok(Accepted::New(StoredReferral {
+        referral_id: referral.referral_id.clone(),
+        sender: referral.sender.clone(),
+        recipient: referral.recipient.clone(),
+        fingerprint: referral.fingerprint.clone(),
+        input_format: referral.input_format.clone(),
+        referral: referral.referral.clone(),
+        minimised: referral.minimised.clone(),
+        decision: referral.decision.clone(),
+        consent_record_id: referral.consent_record_id.clone(),
+        state: "queued".to_owned(),
+        accepted_at: at,
+        events: Vec::new(),
+    }))
 }
 
 fn record_event(
