@@ -200,6 +200,14 @@ async fn a_receiver_answering_410_is_disabled() {
     );
     assert_eq!(state_of(&gateway, &second).await, "queued");
     assert!(gateway.logs().contains("gone"), "the disabling is reported");
+    let disabled = outbox(&gateway, &["disabled"]);
+    assert!(disabled.contains(FRANCE_TRAVAIL), "{disabled}");
+    assert!(disabled.contains("http-410"), "{disabled}");
+    // The receiver is back; the operator enables it: the queued referral leaves.
+    receiver.answer(&[], 200);
+    assert!(outbox(&gateway, &["enable", FRANCE_TRAVAIL]).contains("enabled"));
+    wait_for_state(&gateway, &second, "delivered").await;
+    assert!(outbox(&gateway, &["disabled"]).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

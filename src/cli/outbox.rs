@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 
 use super::{write_failed, write_json};
+use crate::audit::{AuditEntry, AuditKind};
 use crate::error::Error;
 use crate::store::{OutboxMessage, SqliteStore};
 
@@ -42,6 +43,13 @@ pub enum OutboxAction {
         /// Only this destination.
         #[arg(long)]
         destination: Option<String>,
+    },
+    /// List the destinations disabled after answering 410 Gone, with the error.
+    Disabled,
+    /// Enable a disabled destination again (its receiver is back): its queued messages are pushed again.
+    Enable {
+        /// The destination (organisation id).
+        destination: String,
     },
     /// Delete finished messages (delivered, cancelled) queued before a time; the audit log keeps their history.
     Purge {
@@ -128,6 +136,34 @@ pub(crate) fn run(
                 });
             }
             writeln!(out, "{queued} message(s) queued again").map_err(write_failed)?;
+            ExitCode::SUCCESS
+        }
+        OutboxAction::Disabled => {
+            for (destination, reason) in store.disabled_destinations()? {
+                write_json(
+                    out,
+                    &serde_json::json!({ "destination": destination, "reason": reason }),
+                    false,
+                )?;
+            }
+            ExitCode::SUCCESS
+        }
+        OutboxAction::Enable { destination } => {
+            let audit = AuditEntry::new(AuditKind::DeliveryAttempted)
+                .actor("operator")
+                .recipient(&destination)
+                .reason("destination-enabled");
+            let enabled = runtime.block_on(store.enable_destination(
+                destination.clone(),
+                Utc::now(),
+                audit,
+            ))?;
+            if !enabled {
+                return Err(Error::NotFound(format!(
+                    "disabled destination {destination}"
+                )));
+            }
+            writeln!(out, "{destination} enabled").map_err(write_failed)?;
             ExitCode::SUCCESS
         }
         OutboxAction::Purge { before, dead } => {

@@ -78,11 +78,6 @@ impl Worker {
         })
     }
 
-    /// A handle that makes the worker look for due messages now.
-    pub fn waker(&self) -> Arc<Notify> {
-        Arc::clone(&self.wake)
-    }
-
     /// Runs until `shutdown` turns true, then lets the attempts in flight finish.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let settings = self.gateway.config().delivery.clone();
@@ -156,17 +151,6 @@ impl Worker {
                 settings.batch,
             )
             .await
-    }
-
-    /// Claims and delivers one batch, waiting for every attempt (for tests
-    /// and `passerelle outbox` commands). Returns how many were attempted.
-    pub async fn run_once(&self) -> Result<usize, Error> {
-        let messages = self.claim(Utc::now()).await?;
-        let count = messages.len();
-        for message in messages {
-            self.deliver(message).await;
-        }
-        Ok(count)
     }
 
     async fn deliver(&self, message: OutboxMessage) {

@@ -272,6 +272,28 @@ impl SqliteStore {
         .await
     }
 
+    /// Enables a disabled destination again (its receiver is back): its
+    /// queued messages are pushed from now on. Audited. False when it was
+    /// not disabled.
+    pub async fn enable_destination(
+        &self,
+        destination: String,
+        now: DateTime<Utc>,
+        audit: AuditEntry,
+    ) -> Result<bool, Error> {
+        self.write(move |connection| {
+            let removed = connection
+                .prepare_cached("DELETE FROM disabled_destinations WHERE destination = ?1")
+                .and_then(|mut delete| delete.execute([&destination]))
+                .map_err(storage("enabling a destination"))?;
+            if removed > 0 {
+                audit::append(connection, now, &audit)?;
+            }
+            Ok(removed > 0)
+        })
+        .await
+    }
+
     /// The disabled destinations with their reason.
     pub fn disabled_destinations(&self) -> Result<Vec<(String, String)>, Error> {
         self.read(|connection| {
