@@ -855,3 +855,54 @@ async fn a_graceful_shutdown_loses_no_accepted_referral() {
         );
     }
 }
+
+/// A connection that never starts its TLS handshake is closed after the idle
+/// timeout: it cannot hold a connection slot for ever.
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_idle_timeout() {
+    use tokio::io::AsyncReadExt;
+    let gateway = TestGateway::start_with(Options {
+        idle_timeout_seconds: 1,
+        ..Options::default()
+    });
+    let mut silent = tokio::net::TcpStream::connect(gateway.address)
+        .await
+        .expect("connect");
+    let started = std::time::Instant::now();
+    let mut buffer = [0_u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), silent.read(&mut buffer))
+        .await
+        .expect("closed before 10 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "closed, not answered");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+/// Beyond `max_connections`, new connections wait to be served until one
+/// ends.
+#[tokio::test]
+async fn connections_beyond_the_bound_wait_for_a_slot() {
+    let gateway = TestGateway::start_with(Options {
+        max_connections: 1,
+        idle_timeout_seconds: 30,
+        ..Options::default()
+    });
+    let holder = tokio::net::TcpStream::connect(gateway.address)
+        .await
+        .expect("connect");
+    // Give the gateway the time to accept the holder.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let http = gateway.client();
+    let waiting = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        http.get(gateway.url("/healthz")).send(),
+    )
+    .await;
+    assert!(waiting.is_err(), "served while the only slot was taken");
+    drop(holder);
+    let served = http
+        .get(gateway.url("/healthz"))
+        .send()
+        .await
+        .expect("served once the slot is free");
+    assert_eq!(served.status(), StatusCode::OK);
+}

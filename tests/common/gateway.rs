@@ -95,6 +95,10 @@ pub struct Options {
     pub extra_toml: String,
     /// Environment variables for the gateway process.
     pub environment: Vec<(String, String)>,
+    /// The idle timeout (TLS handshake, request headers), in seconds.
+    pub idle_timeout_seconds: u64,
+    /// The most connections served at once.
+    pub max_connections: usize,
 }
 
 impl Default for Options {
@@ -109,6 +113,8 @@ impl Default for Options {
             organisation_toml: Vec::new(),
             extra_toml: String::new(),
             environment: Vec::new(),
+            idle_timeout_seconds: 30,
+            max_connections: 1024,
         }
     }
 }
@@ -419,8 +425,12 @@ fn write_config(dir: &Path, pki: &Pki, options: &Options, store: &Path) -> PathB
         "plain_http = true\n"
     };
     let mut text = format!(
-        "[server]\nlisten = \"{listen}\"\n{plain}max_body_bytes = {}\nrequest_timeout_seconds = 30\nidle_timeout_seconds = 30\nshutdown_grace_seconds = 20\nrate_limit = {{ requests_per_second = {}, burst = {} }}\n{transport}\n",
-        options.max_body_bytes, options.rate.0, options.rate.1
+        "[server]\nlisten = \"{listen}\"\n{plain}max_body_bytes = {}\nrequest_timeout_seconds = 30\nidle_timeout_seconds = {}\nmax_connections = {}\nshutdown_grace_seconds = 20\nrate_limit = {{ requests_per_second = {}, burst = {} }}\n{transport}\n",
+        options.max_body_bytes,
+        options.idle_timeout_seconds,
+        options.max_connections,
+        options.rate.0,
+        options.rate.1
     );
     text.push_str(&format!(
         "[store]\nsqlite = \"{}\"\n\n[policies]\ndirectory = \"{}\"\n\n[mappings]\ndirectory = \"{}\"\n\n",
