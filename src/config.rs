@@ -165,7 +165,7 @@ pub struct PushTarget {
     pub url: String,
     /// The signing secret's reference (`env:NAME` or `file:PATH`), for webhooks.
     pub secret: Option<crate::policy::KeyReference>,
-    /// CA certificates (PEM) the receiver's certificate must chain to (required for https).
+    /// CA certificates (PEM) the receiver's certificate must chain to; none: the Mozilla roots.
     pub ca: Option<PathBuf>,
     /// The gateway's client certificate and key (PEM) for receivers that require mTLS.
     pub client_identity: Option<(PathBuf, PathBuf)>,
@@ -657,13 +657,6 @@ fn delivery_settings(
                 "expected an https:// URL (http:// only to a loopback address, for development)",
             ));
         }
-        if url.starts_with("https://") && file.ca.is_none() {
-            return Err(Error::config(
-                name,
-                &field("ca"),
-                "missing: an https receiver needs the CA certificates (PEM) its certificate chains to",
-            ));
-        }
         let client_identity = match (&file.client_certificate, &file.client_key) {
             (Some(certificate), Some(private_key)) => {
                 Some((folder.join(certificate), folder.join(private_key)))
@@ -997,14 +990,13 @@ mod tests {
         ];
         let delivery = |table: &str| format!("{ORGANISATION}[organisation.delivery]\n{table}\n");
         let cases = cases.into_iter().chain([
-            (delivery("mode = \"carrier-pigeon\""), "organisation[0].delivery.mode"),
+            (
+                delivery("mode = \"carrier-pigeon\""),
+                "organisation[0].delivery.mode",
+            ),
             (
                 delivery("mode = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\""),
                 "organisation[0].delivery.secret",
-            ),
-            (
-                delivery("mode = \"webhook\"\nurl = \"https://receiver.example/hook\"\nsecret = \"env:SECRET\""),
-                "organisation[0].delivery.ca",
             ),
             (
                 delivery("mode = \"grpc\"\nurl = \"http://receiver.example:50051\""),

@@ -4,9 +4,9 @@
 //!
 //! The channel connects lazily, and again after a failure, so a receiver that
 //! is down when the gateway starts is simply retried. TLS uses rustls (ring)
-//! with the destination's CA, and its client certificate when it has one;
-//! this version has no built-in root store, so an `https://` destination
-//! needs its `ca`. The status code alone decides the outcome (see
+//! with the destination's CA (the Mozilla roots when none is configured), and
+//! its client certificate when it has one. The status code alone decides the
+//! outcome (see
 //! [`classify`]); its message and details are never read.
 
 use std::fmt;
@@ -67,18 +67,10 @@ impl GrpcSender {
             .connect_timeout(timeout)
             .timeout(timeout);
         if target.url.starts_with("https://") {
-            let Some(ca) = &target.ca else {
-                return Err(Error::config(
-                    "delivery",
-                    "ca",
-                    format!(
-                        "missing for {}: this version has no built-in root store, give the CA \
-                         certificates (PEM) the receiver's certificate chains to",
-                        target.url
-                    ),
-                ));
+            let mut tls = match &target.ca {
+                Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?)),
+                None => ClientTlsConfig::new().with_webpki_roots(),
             };
-            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
             if let Some((certificate, key)) = &target.client_identity {
                 tls = tls.identity(Identity::from_pem(read(certificate)?, read(key)?));
             }
@@ -218,22 +210,5 @@ mod tests {
         ] {
             assert_eq!(classify(code), Attempt::Retry(reason.to_owned()));
         }
-    }
-
-    #[tokio::test]
-    async fn https_without_a_ca_is_refused_at_start() {
-        let target = PushTarget {
-            url: "https://receiver.example:8443".to_owned(),
-            secret: None,
-            ca: None,
-            client_identity: None,
-        };
-        let error = GrpcSender::new(&target, Duration::from_secs(1))
-            .await
-            .expect_err("no CA");
-        assert!(
-            error.to_string().starts_with("delivery: ca: missing"),
-            "{error}"
-        );
     }
 }

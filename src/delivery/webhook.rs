@@ -12,9 +12,10 @@
 //! key (the form Standard Webhooks libraries take), or is the raw key itself,
 //! at least 24 bytes long.
 //!
-//! TLS uses rustls with the ring provider. This version has no built-in root
-//! store: an `https://` destination needs the `ca` of its configuration. The
-//! receiver's answer body is never read: only its status code counts.
+//! TLS uses rustls with the ring provider, trusting the destination's `ca`
+//! when its configuration gives one, the Mozilla roots (webpki-roots)
+//! otherwise. The receiver's answer body is never read: only its status code
+//! counts.
 
 use std::fmt;
 use std::path::Path;
@@ -116,17 +117,6 @@ impl WebhookSender {
             )
         })?;
         let secret = read_secret(reference)?;
-        if url.scheme() == "https" && target.ca.is_none() {
-            return Err(Error::config(
-                "delivery",
-                "ca",
-                format!(
-                    "missing for {}: this version has no built-in root store, give the CA \
-                     certificates (PEM) the receiver's certificate chains to",
-                    url.as_str()
-                ),
-            ));
-        }
         let tls = tls_config(target)?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -266,11 +256,14 @@ fn read_secret(reference: &KeyReference) -> Result<Vec<u8>, Error> {
         .map_err(|detail| Error::config("delivery", &format!("secret {reference}"), detail))
 }
 
-/// The rustls client configuration: the destination's CA (none for plain
-/// HTTP on loopback), its client certificate if any, HTTP/2 or HTTP/1.1.
+/// The rustls client configuration: the destination's CA, or the Mozilla
+/// roots; its client certificate if any; HTTP/2 or HTTP/1.1.
 fn tls_config(target: &PushTarget) -> Result<rustls::ClientConfig, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
+    if target.ca.is_none() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
     if let Some(ca) = &target.ca {
         let certificates = pem_certificates(ca)?;
         if certificates.is_empty() {
