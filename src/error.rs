@@ -137,6 +137,9 @@ pub enum Error {
     /// The same id (idempotency key) was used before with other content.
     #[error("idempotency key reused: {0}")]
     IdempotencyKeyReused(String),
+    /// The request took longer than the gateway's request timeout.
+    #[error("timed out: {0}")]
+    TimedOut(String),
     /// The gateway cannot serve now (shutting down, store stopped); retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),

@@ -1231,6 +1231,7 @@ pub fn error_code(error: &Error) -> &'static str {
         Error::RateLimited { .. } => "rate-limited",
         Error::Refused(refusal) => refusal.reason.code(),
         Error::IdempotencyKeyReused(_) => "idempotency-key-reused",
+        Error::TimedOut(_) => "timeout",
         Error::Unavailable(_) => "unavailable",
         Error::Internal(_) => "internal",
     }

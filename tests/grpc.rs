@@ -710,11 +710,12 @@ async fn health_and_reflection_are_served_beside_the_http_api() {
     assert_eq!(healthz.status(), reqwest::StatusCode::OK);
 }
 
-/// A gateway whose leases last one second and whose inbox streams look at
+/// A gateway whose leases last two seconds (room for a loaded machine between
+/// an offer and its acknowledgement) and whose inbox streams look at
 /// the store every 50 ms; every test organisation pulls.
 fn gateway_with_short_leases() -> TestGateway {
     TestGateway::start_with(Options {
-        extra_toml: "\n[delivery]\nlease_seconds = 1\npoll_interval_milliseconds = 50\n".into(),
+        extra_toml: "\n[delivery]\nlease_seconds = 2\npoll_interval_milliseconds = 50\n".into(),
         ..Options::default()
     })
 }

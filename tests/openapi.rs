@@ -431,12 +431,13 @@ fn one_error_of_each_variant() -> Vec<Error> {
         },
         Error::Refused(Refusal::new(RefusalReason::ConsentWithdrawn, "withdrawn")),
         Error::IdempotencyKeyReused("referral".to_owned()),
+        Error::TimedOut("30 s".to_owned()),
         Error::Unavailable("shutting down".to_owned()),
         Error::Internal("bug".to_owned()),
     ]
 }
 
-const ERROR_VARIANTS: usize = 16;
+const ERROR_VARIANTS: usize = 17;
 
 fn variant(error: &Error) -> usize {
     match error {
@@ -456,6 +457,7 @@ fn variant(error: &Error) -> usize {
         Error::IdempotencyKeyReused(_) => 13,
         Error::Unavailable(_) => 14,
         Error::Internal(_) => 15,
+        Error::TimedOut(_) => 16,
     }
 }
 

@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::http::StatusCode;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -38,7 +37,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::error::Error;
 use crate::gateway::Gateway;
@@ -75,14 +73,43 @@ impl AppState {
 /// The whole application: HTTP routes and gRPC services in one router, with
 /// the request timeout.
 pub fn app(state: AppState) -> Router {
-    let timeout = state.gateway.config().server.request_timeout;
     http::router(state.clone())
-        .merge(grpc::routes(state).into_axum_router())
+        .merge(grpc::routes(state.clone()).into_axum_router())
         .fallback(http::not_found)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
+        .layer(axum::middleware::from_fn_with_state(state, request_timeout))
+}
+
+/// Answers a request that takes longer than the configured timeout (until
+/// its answer's head; a stream's later messages are not bounded) with a
+/// problem, or `DEADLINE_EXCEEDED` for gRPC.
+async fn request_timeout(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let grpc = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|media| media.starts_with("application/grpc"));
+    let limit = state.gateway.config().server.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let error = Error::TimedOut(format!(
+                "the request took longer than {} s; retry (submissions are idempotent)",
+                limit.as_secs()
+            ));
+            if grpc {
+                problem::grpc_status(&error)
+                    .into_http::<axum::body::Body>()
+                    .into_response()
+            } else {
+                problem::problem_response(&error)
+            }
+        }
+    }
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains in-flight

@@ -111,6 +111,12 @@ pub fn wire_form(error: &Error) -> WireForm {
             "The id was already used with other content",
             Code::AlreadyExists,
         ),
+        Error::TimedOut(_) => form(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "The request took longer than the gateway allows",
+            Code::DeadlineExceeded,
+        ),
         Error::Unavailable(_) => form(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
