@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use base64::Engine;
-use common::gateway::{Options, TestGateway, bearer, consent, new_id, referral};
+use common::gateway::{Options, TestGateway, bearer, new_id, referral, store_consent};
 use common::receiver::Receiver;
 use reqwest::StatusCode;
 
@@ -41,15 +41,7 @@ async fn kill_9_mid_stream_loses_no_accepted_referral_and_invents_none() {
     );
     let mut gateway = TestGateway::start_with(options(&receiver, &secret));
     let http = gateway.client();
-    let record_id = new_id();
-    let stored = http
-        .post(gateway.url("/v1/consents"))
-        .header("authorization", bearer(KONEXIO))
-        .json(&consent(&record_id))
-        .send()
-        .await
-        .expect("consent");
-    assert_eq!(stored.status(), StatusCode::CREATED);
+    let record_id = store_consent(&gateway).await;
 
     // Eight senders submit as fast as they can until the gateway dies.
     let (answered, mut answers) = tokio::sync::mpsc::unbounded_channel();

@@ -8,7 +8,9 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::gateway::{Options, TestGateway, accepted_referral, bearer, organisation, sample};
+use common::gateway::{
+    Options, TestGateway, accepted_referral, bearer, consent_event, organisation, sample,
+};
 use common::receiver::Receiver;
 use passerelle::delivery::grpc_push::receiver_v1::receiver_service_server::{
     ReceiverService, ReceiverServiceServer,
@@ -221,18 +223,13 @@ async fn consent_withdrawn_while_queued_cancels_the_delivery() {
             .wait_for(|received| !received.is_empty(), Duration::from_secs(10))
             .await
     );
-    let withdrawn = gateway
-        .client()
-        .post(gateway.url(&format!("/v1/consents/{record_id}/events")))
-        .header("authorization", bearer(KONEXIO))
-        .json(&json!({
-            "kind": "CONSENT_EVENT_KIND_WITHDRAWN",
-            "at": chrono::Utc::now().to_rfc3339(),
-            "recorded_by": organisation(KONEXIO).siret,
-        }))
-        .send()
-        .await
-        .expect("withdraw");
+    let withdrawn = consent_event(
+        &gateway,
+        &record_id,
+        "CONSENT_EVENT_KIND_WITHDRAWN",
+        KONEXIO,
+    )
+    .await;
     assert_eq!(withdrawn.status(), StatusCode::CREATED);
     receiver.answer(&[], 200);
     wait_for_state(&gateway, &referral_id, "withdrawn").await;
@@ -266,18 +263,13 @@ async fn a_withdrawal_after_delivery_is_notified_to_the_recipient() {
     let (gateway, _) = gateway_pushing_to(&receiver, 5);
     let (referral_id, record_id, _) = accepted_referral(&gateway).await;
     wait_for_state(&gateway, &referral_id, "delivered").await;
-    let withdrawn = gateway
-        .client()
-        .post(gateway.url(&format!("/v1/consents/{record_id}/events")))
-        .header("authorization", bearer(KONEXIO))
-        .json(&json!({
-            "kind": "CONSENT_EVENT_KIND_WITHDRAWN",
-            "at": chrono::Utc::now().to_rfc3339(),
-            "recorded_by": organisation(KONEXIO).siret,
-        }))
-        .send()
-        .await
-        .expect("withdraw");
+    let withdrawn = consent_event(
+        &gateway,
+        &record_id,
+        "CONSENT_EVENT_KIND_WITHDRAWN",
+        KONEXIO,
+    )
+    .await;
     assert_eq!(withdrawn.status(), StatusCode::CREATED);
     assert!(
         receiver

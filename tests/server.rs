@@ -5,8 +5,8 @@
 mod common;
 
 use common::gateway::{
-    Options, Pki, TestGateway, accepted_referral, bearer, client, consent, new_id, organisation,
-    referral,
+    Options, Pki, TestGateway, accepted_referral, bearer, client, consent, consent_event, new_id,
+    organisation, referral, store_consent,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -488,17 +488,13 @@ async fn a_withdrawn_consent_refuses_the_next_referral_with_its_reason() {
     let (_, record_id, _) = accepted_referral(&gateway).await;
     let http = gateway.client();
     // France Travail, a recipient the record covers, records the withdrawal it received.
-    let withdrawn = http
-        .post(gateway.url(&format!("/v1/consents/{record_id}/events")))
-        .header("authorization", bearer(FRANCE_TRAVAIL))
-        .json(&json!({
-            "kind": "CONSENT_EVENT_KIND_WITHDRAWN",
-            "at": chrono::Utc::now().to_rfc3339(),
-            "recorded_by": organisation(FRANCE_TRAVAIL).siret,
-        }))
-        .send()
-        .await
-        .expect("withdraw");
+    let withdrawn = consent_event(
+        &gateway,
+        &record_id,
+        "CONSENT_EVENT_KIND_WITHDRAWN",
+        FRANCE_TRAVAIL,
+    )
+    .await;
     assert_eq!(withdrawn.status(), StatusCode::CREATED);
     let answer: Value = withdrawn.json().await.expect("JSON");
     assert_eq!(answer["state"], json!("withdrawn"));
@@ -516,16 +512,13 @@ async fn a_withdrawn_consent_refuses_the_next_referral_with_its_reason() {
     assert_eq!(body["reason"], json!("consent-withdrawn"));
     // The recipient may not give consent in the person's name.
     let (status, _) = problem(
-        http.post(gateway.url(&format!("/v1/consents/{record_id}/events")))
-            .header("authorization", bearer(FRANCE_TRAVAIL))
-            .json(&json!({
-                "kind": "CONSENT_EVENT_KIND_RENEWED",
-                "at": chrono::Utc::now().to_rfc3339(),
-                "recorded_by": organisation(FRANCE_TRAVAIL).siret,
-            }))
-            .send()
-            .await
-            .expect("request"),
+        consent_event(
+            &gateway,
+            &record_id,
+            "CONSENT_EVENT_KIND_RENEWED",
+            FRANCE_TRAVAIL,
+        )
+        .await,
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -775,15 +768,7 @@ async fn the_audit_chain_verifies_and_names_a_tampered_entry() {
 async fn a_graceful_shutdown_loses_no_accepted_referral() {
     let mut gateway = TestGateway::start();
     let http = gateway.client();
-    let record_id = new_id();
-    let stored = http
-        .post(gateway.url("/v1/consents"))
-        .header("authorization", bearer(KONEXIO))
-        .json(&consent(&record_id))
-        .send()
-        .await
-        .expect("consent");
-    assert_eq!(stored.status(), StatusCode::CREATED);
+    let record_id = store_consent(&gateway).await;
     let url = gateway.url(REFERRALS);
     let (answered, mut answers) = tokio::sync::mpsc::unbounded_channel();
     let mut senders = Vec::new();

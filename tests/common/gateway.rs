@@ -543,3 +543,25 @@ pub async fn accepted_referral(gateway: &TestGateway) -> (String, String, serde_
     let answer = response.json().await.expect("answer");
     (referral_id, record_id, answer)
 }
+
+/// Records a consent event (`CONSENT_EVENT_KIND_WITHDRAWN`, ...) on a record,
+/// now, as the organisation `by`; returns the answer.
+pub async fn consent_event(
+    gateway: &TestGateway,
+    record_id: &str,
+    kind: &str,
+    by: &str,
+) -> reqwest::Response {
+    gateway
+        .client()
+        .post(gateway.url(&format!("/v1/consents/{record_id}/events")))
+        .header("authorization", bearer(by))
+        .json(&serde_json::json!({
+            "kind": kind,
+            "at": chrono::Utc::now().to_rfc3339(),
+            "recorded_by": organisation(by).siret,
+        }))
+        .send()
+        .await
+        .expect("consent event")
+}
