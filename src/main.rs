@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// mimalloc: the store's writer thread frees what request threads allocate,
+/// which makes glibc's allocator contend on its arena locks under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = passerelle::cli::Cli::parse();
     // One crypto provider for every TLS use of the process (ring); it can only

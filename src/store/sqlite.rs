@@ -222,6 +222,11 @@ fn configure_writer(connection: &Connection) -> Result<(), Error> {
     connection
         .pragma_update(None, "synchronous", "FULL")
         .map_err(storage("setting synchronous=FULL"))?;
+    // Each job runs in a savepoint, whose sub-journal would otherwise be a
+    // temporary file written for every job.
+    connection
+        .pragma_update(None, "temp_store", "MEMORY")
+        .map_err(storage("setting temp_store=MEMORY"))?;
     connection
         .pragma_update(None, "foreign_keys", true)
         .map_err(storage("enabling foreign keys"))
@@ -345,20 +350,21 @@ fn in_savepoint<T>(
     connection: &Connection,
     work: impl FnOnce(&Connection) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    connection
-        .execute_batch("SAVEPOINT job")
-        .map_err(storage("opening a savepoint"))?;
+    // Cached statements: parsed once per connection, not once per job.
+    let run = |sql: &str| {
+        connection
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.execute([]))
+            .map(|_| ())
+    };
+    run("SAVEPOINT job").map_err(storage("opening a savepoint"))?;
     // A panicking job must not take the writer (and every other caller) down.
     let result = catch_unwind(AssertUnwindSafe(|| work(connection)))
         .unwrap_or_else(|_| Err(Error::Internal("store: a write job panicked".to_owned())));
-    let end = if result.is_ok() {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
-    };
-    connection
-        .execute_batch(end)
-        .map_err(storage("closing a savepoint"))?;
+    if result.is_err() {
+        run("ROLLBACK TO job").map_err(storage("rolling a savepoint back"))?;
+    }
+    run("RELEASE job").map_err(storage("closing a savepoint"))?;
     result
 }
 
