@@ -20,8 +20,8 @@ use crate::decision::{
     self, Decision, Grant, LegalBasis, MinimisationReport, Refusal, RefusalReason,
 };
 use crate::error::{Error, Violation};
-use crate::formats::csv_mapping::CsvFormat;
-use crate::formats::{self, Context, FormatOptions};
+use crate::formats::csv_mapping::{CsvFormat, Mapping};
+use crate::formats::{self, Context, Format, FormatOptions};
 use crate::model::categories::DataCategory;
 use crate::model::ids::{ReferralId, Siret};
 use crate::model::lifecycle::{self, Author};
@@ -80,6 +80,13 @@ pub struct Submission {
     pub recipient: Option<String>,
     /// The mapping, for CSV (a file stem in the mappings folder).
     pub mapping: Option<String>,
+}
+
+/// What decodes a submission: an adapter by name, or a CSV mapping (the
+/// adapter is then built on the thread that decodes the rows).
+enum Source {
+    Named(Box<dyn Format + Send + Sync>),
+    Mapping(Box<Mapping>),
 }
 
 /// The answer to an accepted referral (HTTP 202).
@@ -252,28 +259,97 @@ impl Gateway {
         submission: Submission,
     ) -> Result<Vec<RowAnswer>, Error> {
         let format = submission.format.clone();
-        let decoded =
-            info_span!("decode", format = %format).in_scope(|| self.decode(caller, &submission))?;
-        let mut answers = Vec::with_capacity(decoded.len());
-        for (line, result) in decoded {
-            let result = match result {
-                Ok(translated) => self.submit_decoded(caller, &format, translated.value).await,
-                Err(error) => {
-                    self.metrics.referral_refused("invalid");
-                    Err(error)
-                }
-            };
-            answers.push(RowAnswer { line, result });
+        let (source, context) = self.prepare(caller, &submission)?;
+        if let Source::Named(adapter) = source {
+            // One document: decoded inline, on the request's own task.
+            let decoded = info_span!("decode", format = %format).in_scope(|| {
+                adapter
+                    .decode(Box::new(submission.body.as_slice()), &context)
+                    .map(|records| records.collect::<Vec<_>>())
+            })?;
+            let mut answers = Vec::with_capacity(decoded.len());
+            for record in decoded {
+                let result = self.submit_record(caller, &format, record.result).await;
+                answers.push(RowAnswer {
+                    line: record.line,
+                    result,
+                });
+            }
+            return Ok(answers);
         }
+        self.submit_rows(caller, &format, source, context, submission.body)
+            .await
+    }
+
+    /// A CSV batch: rows are decoded on a blocking thread as they are read and
+    /// submitted in chunks, each chunk's rows at once so that their commits
+    /// share fsyncs; memory holds a chunk and the answers, not the whole file
+    /// decoded. Answers keep the rows' order.
+    async fn submit_rows(
+        &self,
+        caller: &Organisation,
+        format: &str,
+        source: Source,
+        context: Context,
+        body: Vec<u8>,
+    ) -> Result<Vec<RowAnswer>, Error> {
+        const CHUNK: usize = 64;
+        let Source::Mapping(mapping) = source else {
+            return Err(Error::Internal("a batch without its mapping".to_owned()));
+        };
+        let (rows, mut received) = tokio::sync::mpsc::channel(CHUNK * 2);
+        let span = info_span!("decode", format = %format);
+        let decoding = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| -> Result<(), Error> {
+                let adapter = CsvFormat::new(*mapping);
+                let records = adapter.decode(Box::new(body.as_slice()), &context)?;
+                for record in records {
+                    if rows.blocking_send((record.line, record.result)).is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            })
+        });
+        let mut answers = Vec::new();
+        let mut chunk = Vec::with_capacity(CHUNK);
+        while received.recv_many(&mut chunk, CHUNK).await > 0 {
+            let submitted = chunk.drain(..).map(|(line, result)| async move {
+                RowAnswer {
+                    line,
+                    result: self.submit_record(caller, format, result).await,
+                }
+            });
+            answers.extend(futures_util::future::join_all(submitted).await);
+        }
+        decoding
+            .await
+            .map_err(|_| Error::Internal("the CSV decoding thread failed".to_owned()))??;
         Ok(answers)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn decode(
+    async fn submit_record(
+        &self,
+        caller: &Organisation,
+        format: &str,
+        decoded: Result<Translated<Message>, Error>,
+    ) -> Result<SubmitAnswer, Error> {
+        match decoded {
+            Ok(translated) => self.submit_decoded(caller, format, translated.value).await,
+            Err(error) => {
+                self.metrics.referral_refused("invalid");
+                Err(error)
+            }
+        }
+    }
+
+    /// Checks a submission's format, recipient and mapping, and gives what
+    /// decodes it and the context to decode it in.
+    fn prepare(
         &self,
         caller: &Organisation,
         submission: &Submission,
-    ) -> Result<Vec<(Option<u64>, Result<Translated<Message>, Error>)>, Error> {
+    ) -> Result<(Source, Context), Error> {
         if !INPUT_FORMATS.contains(&submission.format.as_str()) {
             return Err(Error::UnsupportedFormat(format!(
                 "\"{}\" is not an input format of the API; use one of {}",
@@ -303,7 +379,7 @@ impl Gateway {
                 ),
             ));
         }
-        let adapter: Box<dyn formats::Format> = if submission.format == "csv" {
+        let source = if submission.format == "csv" {
             let name = submission.mapping.as_deref().ok_or_else(|| {
                 Error::invalid(
                     "",
@@ -324,12 +400,14 @@ impl Gateway {
                     ),
                 )
             })?;
-            Box::new(CsvFormat::new(mapping.clone()))
+            Source::Mapping(Box::new(mapping.clone()))
         } else {
-            formats::by_name(&submission.format, &FormatOptions::default())?
+            Source::Named(formats::by_name(
+                &submission.format,
+                &FormatOptions::default(),
+            )?)
         };
-        let records = adapter.decode(Box::new(submission.body.as_slice()), &context)?;
-        Ok(records.map(|record| (record.line, record.result)).collect())
+        Ok((source, context))
     }
 
     fn mapping_names(&self) -> String {
@@ -612,7 +690,7 @@ impl Gateway {
             limits: self.limits(),
         };
         let event = info_span!("decode", format = %format).in_scope(|| {
-            let adapter: Box<dyn formats::Format> = match format {
+            let adapter: Box<dyn Format + Send + Sync> = match format {
                 "passerelle-v1" | "passerelle-v2" | "france-travail" => {
                     formats::by_name(format, &FormatOptions::default())?
                 }

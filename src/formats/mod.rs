@@ -114,7 +114,10 @@ pub const CSV_DESCRIPTION: &str = "Spreadsheet export (semicolon CSV, French hea
 pub const CSV_LIMITS: &str = "Read only. Rows stream in bounded memory; each row is its own record and a bad row is refused alone, with its line, column and rule. Columns neither mapped nor ignored by the mapping are an error; a non-empty cell of an ignored column is reported as a loss. Rows of at most 64 KiB; names at most 140 characters, reasons 600, other cells 1,000. Rows whose cells are all empty are skipped. Referral ids are derived from the mapping name and the row id (re-importing a file is idempotent). Encodings: UTF-8 with or without BOM, Windows-1252.";
 
 /// Builds the format of that name.
-pub fn by_name(name: &str, options: &FormatOptions) -> Result<Box<dyn Format>, Error> {
+pub fn by_name(
+    name: &str,
+    options: &FormatOptions,
+) -> Result<Box<dyn Format + Send + Sync>, Error> {
     Ok(match name {
         "passerelle-v1" => Box::new(canonical::CanonicalJson::V1),
         "passerelle-v2" => Box::new(canonical::CanonicalJson::V2),
