@@ -237,66 +237,44 @@ impl Gateway {
         caller: &Organisation,
         submission: Submission,
     ) -> Result<SubmitAnswer, Error> {
-        if submission.format == "csv" {
+        let format = submission.format.clone();
+        let (source, context) = self.prepare(caller, &submission)?;
+        let Source::Named(adapter) = source else {
             return Err(Error::UnsupportedFormat(
                 "csv is a batch format: it answers per row".to_owned(),
             ));
-        }
-        let mut rows = self.submit_batch(caller, submission).await?;
-        match (rows.pop(), rows.is_empty()) {
-            (Some(row), true) => row.result,
-            _ => Err(Error::Internal(
-                "a single document decoded into several records".to_owned(),
-            )),
-        }
+        };
+        let decoded = info_span!("decode", format = %format).in_scope(|| {
+            adapter
+                .decode(Box::new(submission.body.as_slice()), &context)?
+                .next()
+                .ok_or_else(|| Error::invalid("", "empty", "no document in the body"))
+        })?;
+        self.submit_record(caller, &format, decoded.result).await
     }
 
-    /// Submits a document or a CSV batch: one answer per record. A row is
-    /// accepted or refused on its own (the API says so: a batch is not atomic).
-    pub async fn submit_batch(
+    /// Submits a CSV batch: each row is accepted or refused on its own (the
+    /// API says so: a batch is not atomic), and its answer is sent to
+    /// `answers` in the rows' order as soon as its chunk is done. Rows are
+    /// decoded on a blocking thread as they are read and submitted 64 at a
+    /// time, so that their commits share fsyncs; memory holds a chunk, not
+    /// the file decoded nor its answers. An error of the whole file (its
+    /// header, its encoding) ends the batch with `Err`.
+    pub async fn submit_csv(
         &self,
         caller: &Organisation,
         submission: Submission,
-    ) -> Result<Vec<RowAnswer>, Error> {
+        answers: tokio::sync::mpsc::Sender<RowAnswer>,
+    ) -> Result<(), Error> {
+        const CHUNK: usize = 64;
         let format = submission.format.clone();
         let (source, context) = self.prepare(caller, &submission)?;
-        if let Source::Named(adapter) = source {
-            // One document: decoded inline, on the request's own task.
-            let decoded = info_span!("decode", format = %format).in_scope(|| {
-                adapter
-                    .decode(Box::new(submission.body.as_slice()), &context)
-                    .map(|records| records.collect::<Vec<_>>())
-            })?;
-            let mut answers = Vec::with_capacity(decoded.len());
-            for record in decoded {
-                let result = self.submit_record(caller, &format, record.result).await;
-                answers.push(RowAnswer {
-                    line: record.line,
-                    result,
-                });
-            }
-            return Ok(answers);
-        }
-        self.submit_rows(caller, &format, source, context, submission.body)
-            .await
-    }
-
-    /// A CSV batch: rows are decoded on a blocking thread as they are read and
-    /// submitted in chunks, each chunk's rows at once so that their commits
-    /// share fsyncs; memory holds a chunk and the answers, not the whole file
-    /// decoded. Answers keep the rows' order.
-    async fn submit_rows(
-        &self,
-        caller: &Organisation,
-        format: &str,
-        source: Source,
-        context: Context,
-        body: Vec<u8>,
-    ) -> Result<Vec<RowAnswer>, Error> {
-        const CHUNK: usize = 64;
         let Source::Mapping(mapping) = source else {
-            return Err(Error::Internal("a batch without its mapping".to_owned()));
+            return Err(Error::UnsupportedFormat(format!(
+                "{format} is not a batch format"
+            )));
         };
+        let body = submission.body;
         let (rows, mut received) = tokio::sync::mpsc::channel(CHUNK * 2);
         let span = info_span!("decode", format = %format);
         let decoding = tokio::task::spawn_blocking(move || {
@@ -311,21 +289,28 @@ impl Gateway {
                 Ok(())
             })
         });
-        let mut answers = Vec::new();
         let mut chunk = Vec::with_capacity(CHUNK);
         while received.recv_many(&mut chunk, CHUNK).await > 0 {
+            let format = format.as_str();
             let submitted = chunk.drain(..).map(|(line, result)| async move {
                 RowAnswer {
                     line,
                     result: self.submit_record(caller, format, result).await,
                 }
             });
-            answers.extend(futures_util::future::join_all(submitted).await);
+            for answer in futures_util::future::join_all(submitted).await {
+                if answers.send(answer).await.is_err() {
+                    // The client went away; the rows submitted so far stand.
+                    drop(received);
+                    return decoding.await.map_err(|_| {
+                        Error::Internal("the CSV decoding thread failed".to_owned())
+                    })?;
+                }
+            }
         }
         decoding
             .await
-            .map_err(|_| Error::Internal("the CSV decoding thread failed".to_owned()))??;
-        Ok(answers)
+            .map_err(|_| Error::Internal("the CSV decoding thread failed".to_owned()))?
     }
 
     async fn submit_record(

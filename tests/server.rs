@@ -891,3 +891,30 @@ async fn connections_beyond_the_bound_wait_for_a_slot() {
         .expect("served once the slot is free");
     assert_eq!(served.status(), StatusCode::OK);
 }
+
+/// A CSV file whose header does not match its mapping is refused as a whole,
+/// with a problem naming the column, and nothing is stored.
+#[tokio::test]
+async fn a_csv_batch_with_a_wrong_header_is_refused_whole() {
+    let gateway = TestGateway::start();
+    let csv = "\u{feff}Identifiant dans le SI*;Prénom*;Surnom\nKX-9;Zoé;Zouzou\n";
+    let response = gateway
+        .client()
+        .post(gateway.url(&format!(
+            "{REFERRALS}?format=csv&mapping=carnet-de-bord&recipient={}",
+            organisation(FRANCE_TRAVAIL).siret
+        )))
+        .header("authorization", bearer(KONEXIO))
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .expect("batch");
+    let (status, body) = problem(response).await;
+    assert!(status.is_client_error(), "{status}");
+    assert!(
+        body.to_string().contains("Surnom"),
+        "the column is named: {body}"
+    );
+    assert!(!body.to_string().contains("Zouzou"), "{body}");
+}

@@ -22,7 +22,7 @@ use super::problem::{HttpError, Problem, problem_response};
 use crate::config::Organisation;
 use crate::delivery::inbox;
 use crate::error::Error;
-use crate::gateway::{Submission, at_line};
+use crate::gateway::{RowAnswer, Submission, at_line};
 
 /// The OpenAPI 3.1 document of this API, as served at `/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../openapi/passerelle.json");
@@ -274,14 +274,6 @@ fn declared_format(parameters: &SubmitParameters, headers: &HeaderMap) -> Result
     }
 }
 
-/// The answer to a CSV batch.
-#[derive(Debug, Serialize)]
-struct BatchAnswer {
-    accepted: usize,
-    refused: usize,
-    rows: Vec<RowResult>,
-}
-
 /// One row of a CSV batch answer.
 #[derive(Debug, Serialize)]
 struct RowResult {
@@ -315,41 +307,7 @@ async fn submit_referral(
         mapping: parameters.mapping,
     };
     if format == "csv" {
-        let rows = state.gateway.submit_batch(&caller, submission).await?;
-        let accepted = rows.iter().filter(|row| row.result.is_ok()).count();
-        let results: Vec<RowResult> = rows
-            .into_iter()
-            .map(|row| match row.result {
-                Ok(answer) => RowResult {
-                    line: row.line,
-                    status: StatusCode::ACCEPTED.as_u16(),
-                    referral_id: Some(answer.referral_id),
-                    state: Some(answer.state),
-                    decision: Some(answer.decision),
-                    problem: None,
-                },
-                Err(error) => {
-                    let error = at_line(error, row.line);
-                    let problem = Problem::of(&error);
-                    RowResult {
-                        line: row.line,
-                        status: problem.status,
-                        referral_id: None,
-                        state: None,
-                        decision: None,
-                        problem: Some(problem),
-                    }
-                }
-            })
-            .collect();
-        // Serialised straight from the typed rows: no JSON tree of a
-        // 100,000-row answer in memory.
-        let body = BatchAnswer {
-            accepted,
-            refused: results.len() - accepted,
-            rows: results,
-        };
-        return Ok((StatusCode::OK, axum::Json(body)).into_response());
+        return csv_batch(&state, caller, submission).await;
     }
     let answer = state.gateway.submit(&caller, submission).await?;
     let mut response = (StatusCode::ACCEPTED, axum::Json(&answer)).into_response();
@@ -362,6 +320,123 @@ async fn submit_referral(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// A CSV batch, answered as a stream: `{"rows":[...],"accepted":N,"refused":M}`,
+/// each row written as soon as it is decided, so that neither the decoded file
+/// nor its answers are held in memory. An error of the whole file found
+/// before any row (its header, the mapping) is a problem like any other; one
+/// found later ends the stream with an `error` member holding the problem.
+async fn csv_batch(
+    state: &AppState,
+    caller: Organisation,
+    submission: Submission,
+) -> Result<Response, HttpError> {
+    let (sink, mut answers) = tokio::sync::mpsc::channel::<RowAnswer>(256);
+    let gateway = std::sync::Arc::clone(&state.gateway);
+    let batch = tokio::spawn(async move { gateway.submit_csv(&caller, submission, sink).await });
+    let first = answers.recv().await;
+    let batch = if first.is_none() {
+        // No row at all: the batch's own outcome is the answer.
+        batch
+            .await
+            .map_err(|_| Error::Internal("a CSV batch task failed".to_owned()))??;
+        None
+    } else {
+        Some(batch)
+    };
+    struct Progress {
+        next: Option<RowAnswer>,
+        answers: tokio::sync::mpsc::Receiver<RowAnswer>,
+        batch: Option<tokio::task::JoinHandle<Result<(), Error>>>,
+        accepted: usize,
+        refused: usize,
+        opened: bool,
+        closed: bool,
+    }
+    let progress = Progress {
+        next: first,
+        answers,
+        batch,
+        accepted: 0,
+        refused: 0,
+        opened: false,
+        closed: false,
+    };
+    let chunks = futures_util::stream::unfold(progress, |mut progress| async move {
+        if progress.closed {
+            return None;
+        }
+        let row = match progress.next.take() {
+            Some(row) => Some(row),
+            None => progress.answers.recv().await,
+        };
+        let separator = if progress.opened { "," } else { "{\"rows\":[" };
+        if let Some(row) = row {
+            progress.opened = true;
+            if row.result.is_ok() {
+                progress.accepted += 1;
+            } else {
+                progress.refused += 1;
+            }
+            let mut chunk = separator.as_bytes().to_vec();
+            chunk.extend(serde_json::to_vec(&row_result(row)).unwrap_or_default());
+            return Some((Ok::<_, std::convert::Infallible>(chunk), progress));
+        }
+        progress.closed = true;
+        let outcome = match progress.batch.take() {
+            Some(batch) => batch
+                .await
+                .unwrap_or_else(|_| Err(Error::Internal("a CSV batch task failed".to_owned()))),
+            None => Ok(()),
+        };
+        let mut tail = if progress.opened {
+            "]".to_owned()
+        } else {
+            "{\"rows\":[]".to_owned()
+        };
+        tail.push_str(&format!(
+            ",\"accepted\":{},\"refused\":{}",
+            progress.accepted, progress.refused
+        ));
+        if let Err(error) = outcome {
+            let problem = serde_json::to_string(&Problem::of(&error)).unwrap_or_default();
+            tail.push_str(&format!(",\"error\":{problem}"));
+        }
+        tail.push('}');
+        Some((Ok(tail.into_bytes()), progress))
+    });
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(chunks),
+    )
+        .into_response())
+}
+
+/// The answer of one row of a batch.
+fn row_result(row: RowAnswer) -> RowResult {
+    match row.result {
+        Ok(answer) => RowResult {
+            line: row.line,
+            status: StatusCode::ACCEPTED.as_u16(),
+            referral_id: Some(answer.referral_id),
+            state: Some(answer.state),
+            decision: Some(answer.decision),
+            problem: None,
+        },
+        Err(error) => {
+            let problem = Problem::of(&at_line(error, row.line));
+            RowResult {
+                line: row.line,
+                status: problem.status,
+                referral_id: None,
+                state: None,
+                decision: None,
+                problem: Some(problem),
+            }
+        }
+    }
 }
 
 async fn read_referral(
