@@ -348,22 +348,17 @@ async fn status_events_reach_a_pulling_sender_and_are_offered_again_until_acknow
         .await
         .expect("pull");
     assert_eq!(pushed.status(), StatusCode::FORBIDDEN);
+    let acknowledge = |by: &str| {
+        gateway
+            .client()
+            .post(gateway.url(&format!("/v1/inbox/{delivery_id}/ack")))
+            .header("authorization", bearer(by))
+            .send()
+    };
     // Another organisation cannot acknowledge it.
-    let foreign = gateway
-        .client()
-        .post(gateway.url(&format!("/v1/inbox/{delivery_id}/ack")))
-        .header("authorization", bearer(FRANCE_TRAVAIL))
-        .send()
-        .await
-        .expect("ack");
+    let foreign = acknowledge(FRANCE_TRAVAIL).await.expect("ack");
     assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
-    let acknowledged = gateway
-        .client()
-        .post(gateway.url(&format!("/v1/inbox/{delivery_id}/ack")))
-        .header("authorization", bearer(KONEXIO))
-        .send()
-        .await
-        .expect("ack");
+    let acknowledged = acknowledge(KONEXIO).await.expect("ack");
     assert_eq!(acknowledged.status(), StatusCode::NO_CONTENT);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(pull().await["items"].as_array().expect("items").is_empty());

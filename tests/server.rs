@@ -18,6 +18,22 @@ const FRANCE_TRAVAIL: &str = "france-travail-saint-denis";
 const MISSION_LOCALE: &str = "mission-locale-plaine-commune";
 const OTHER_ASSOCIATION: &str = "autre-association";
 
+/// Sends a CSV batch as Konexio to France Travail, with the Carnet de bord mapping.
+async fn post_csv(gateway: &TestGateway, csv: impl Into<reqwest::Body>) -> reqwest::Response {
+    gateway
+        .client()
+        .post(gateway.url(&format!(
+            "{REFERRALS}?format=csv&mapping=carnet-de-bord&recipient={}",
+            organisation(FRANCE_TRAVAIL).siret
+        )))
+        .header("authorization", bearer(KONEXIO))
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .expect("batch")
+}
+
 async fn problem(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
     let media = response
@@ -638,18 +654,7 @@ async fn a_csv_batch_answers_per_row_with_lines() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/association-export-cdb.csv"),
     )
     .expect("sample CSV");
-    let response = gateway
-        .client()
-        .post(gateway.url(&format!(
-            "{REFERRALS}?format=csv&mapping=carnet-de-bord&recipient={}",
-            organisation(FRANCE_TRAVAIL).siret
-        )))
-        .header("authorization", bearer(KONEXIO))
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .expect("batch");
+    let response = post_csv(&gateway, csv).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.expect("JSON");
     let rows = body["rows"].as_array().expect("rows");
@@ -898,18 +903,7 @@ async fn connections_beyond_the_bound_wait_for_a_slot() {
 async fn a_csv_batch_with_a_wrong_header_is_refused_whole() {
     let gateway = TestGateway::start();
     let csv = "\u{feff}Identifiant dans le SI*;Prénom*;Surnom\nKX-9;Zoé;Zouzou\n";
-    let response = gateway
-        .client()
-        .post(gateway.url(&format!(
-            "{REFERRALS}?format=csv&mapping=carnet-de-bord&recipient={}",
-            organisation(FRANCE_TRAVAIL).siret
-        )))
-        .header("authorization", bearer(KONEXIO))
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .expect("batch");
+    let response = post_csv(&gateway, csv).await;
     let (status, body) = problem(response).await;
     assert!(status.is_client_error(), "{status}");
     assert!(
