@@ -220,8 +220,9 @@ async fn a_referral_goes_through_grpc_and_each_party_reads_its_copy() {
             KONEXIO,
         )
     };
+    let record = consent_record(&record_id);
     let stored = consents
-        .put_consent(put(consent_record(&record_id)))
+        .put_consent(put(record.clone()))
         .await
         .expect("consent stored")
         .into_inner();
@@ -239,7 +240,7 @@ async fn a_referral_goes_through_grpc_and_each_party_reads_its_copy() {
         .expect("a covered recipient reads the record")
         .into_inner();
     assert_eq!(read.state(), ConsentState::Active);
-    assert_eq!(read.record, Some(consent_record(&record_id)));
+    assert_eq!(read.record, Some(record));
 
     let referral_id = new_id();
     let sent = referral(&referral_id, &record_id);
