@@ -189,6 +189,11 @@ pub struct ConsentAnswer {
 impl Gateway {
     /// A gateway over an open store.
     pub fn new(config: GatewayConfig, store: Arc<Store>, metrics: Metrics) -> Self {
+        if minimisation_skipped_for_tests() {
+            tracing::warn!(
+                "{FAULT_VARIABLE}=skip-minimisation: referrals are forwarded UNMINIMISED (a test build's fault, for the conformance suite's own tests)"
+            );
+        }
         Self {
             config,
             store,
@@ -536,6 +541,11 @@ impl Gateway {
             .actor(&caller.id)
             .referral(&referral_id);
         let referral_json = to_json(&referral)?;
+        let minimised = if minimisation_skipped_for_tests() {
+            referral_json.clone()
+        } else {
+            to_json(&forward.referral)?
+        };
         let new = NewReferral {
             referral_id: referral_id.clone(),
             sender: caller.id.clone(),
@@ -543,7 +553,7 @@ impl Gateway {
             fingerprint: fingerprint_referral(&referral, &referral_json, format)?,
             input_format: format.to_owned(),
             referral: referral_json,
-            minimised: to_json(&forward.referral)?,
+            minimised,
             decision: to_json(&report)?,
             consent_record_id: Some(report.consent_record_id.clone()),
             accepted_at: now,
@@ -1275,6 +1285,25 @@ fn metric_format(format: &str) -> &'static str {
         .find(|name| **name == format)
         .copied()
         .unwrap_or("other")
+}
+
+/// The environment variable that breaks a test build on purpose (see
+/// [`minimisation_skipped_for_tests`]).
+pub const FAULT_VARIABLE: &str = "PASSERELLE_FAULT";
+
+/// Whether this gateway forwards referrals as sent, unminimised: a fault
+/// that only debug builds can be started with (`PASSERELLE_FAULT=skip-minimisation`),
+/// so that the conformance suite's tests show the suite fails a gateway that
+/// leaks. Release builds do not contain it.
+#[cfg(debug_assertions)]
+fn minimisation_skipped_for_tests() -> bool {
+    std::env::var(FAULT_VARIABLE).is_ok_and(|fault| fault == "skip-minimisation")
+}
+
+/// Release builds cannot skip minimisation.
+#[cfg(not(debug_assertions))]
+const fn minimisation_skipped_for_tests() -> bool {
+    false
 }
 
 /// A stable code for an error, as a metric attribute.

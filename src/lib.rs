@@ -26,6 +26,8 @@
 //! - [`config`]: the gateway's configuration file.
 //! - [`telemetry`]: logs, spans, metrics and their OTLP export.
 //! - [`error`]: the one error type; messages never repeat input values.
+//! - [`conformance`]: the conformance runner: a gateway, a receiver or a
+//!   sender's messages checked against a suite of `conformance/`.
 //! - [`cli`]: the `passerelle` command line.
 //!
 //! The core (model, formats, validate, consent, policy, decision) does no I/O
@@ -35,6 +37,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod conformance;
 pub mod consent;
 pub mod decision;
 pub mod delivery;

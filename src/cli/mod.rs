@@ -5,6 +5,7 @@
 //! 2 the command itself is wrong (usage, unreadable file, bad mapping).
 
 pub mod audit;
+pub mod conformance;
 pub mod consent;
 pub mod demo;
 pub mod outbox;
@@ -117,6 +118,12 @@ pub enum Command {
         /// What to do with API keys.
         #[command(subcommand)]
         action: ApiKeyAction,
+    },
+    /// Prove conformance: a gateway, an operator's receiver or an association's messages against the suite.
+    Conformance {
+        /// What to check.
+        #[command(subcommand)]
+        action: conformance::ConformanceAction,
     },
     /// Inspect the store's outbox and replay its dead letters.
     Outbox {
@@ -368,6 +375,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
             action: ApiKeyAction::New,
         } => serve::new_api_key(out),
         Command::Outbox { action } => outbox::run(action, &cli.store, out),
+        Command::Conformance { action } => conformance::run(action, out),
         Command::Audit { action } => audit::run(action, &cli.store, out),
         Command::Policy {
             action: PolicyAction::Check { files },

@@ -99,6 +99,9 @@ pub struct Options {
     pub idle_timeout_seconds: u64,
     /// The most connections served at once.
     pub max_connections: usize,
+    /// A configuration file to start with instead of the one written from
+    /// these options (which then only say whether it serves TLS).
+    pub config: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -115,6 +118,7 @@ impl Default for Options {
             environment: Vec::new(),
             idle_timeout_seconds: 30,
             max_connections: 1024,
+            config: None,
         }
     }
 }
@@ -231,7 +235,10 @@ impl TestGateway {
             .store
             .clone()
             .unwrap_or_else(|| dir.path().join("store.db"));
-        let config = write_config(dir.path(), &pki, &options, &store);
+        let config = match &options.config {
+            Some(config) => config.clone(),
+            None => write_config(dir.path(), &pki, &options, &store),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_passerelle"))
             .args(["serve", "--config"])
             .arg(&config)
