@@ -58,7 +58,8 @@ fn configuration(dir: &Path, receiver: &str) -> PathBuf {
 }
 
 /// Starts a gateway on the suite's configuration and runs the suite against
-/// it; returns the runner's exit code and its JSON report.
+/// it; returns the runner's exit code and its JSON report, and writes what
+/// it printed beside the reports (`output.txt`).
 fn run_suite(fault: Option<&str>, reports: &Path) -> (i32, RunReport) {
     let dir = tempfile::tempdir().expect("temporary folder");
     let receiver = free_address();
@@ -104,6 +105,7 @@ fn run_suite(fault: Option<&str>, reports: &Path) -> (i32, RunReport) {
     }))
     .expect("the JSON report parses");
     println!("{stdout}");
+    std::fs::write(reports.join("output.txt"), &output.stdout).expect("write the output");
     (output.status.code().unwrap_or(-1), report)
 }
 
@@ -244,7 +246,7 @@ fn a_gateway_that_skips_minimisation_fails_the_cases_that_look_at_what_leaves() 
     // the fixtures' personal values appears in them, nor in what the runner printed.
     let values = personal_values();
     assert!(values.len() >= 10, "{values:?}");
-    for file in ["report.json", "report.xml", "report.html"] {
+    for file in ["report.json", "report.xml", "report.html", "output.txt"] {
         let text = std::fs::read_to_string(reports.path().join(file)).expect("report");
         for value in &values {
             if let Some(at) = text.find(value.as_str()) {
