@@ -306,7 +306,7 @@ impl AuditEntry {
     /// Refuses anything that does not look like an id, a code or a path, so
     /// that no free text (a name, an address, a sentence) reaches the log.
     /// The message names the field, never its content.
-    fn check(&self) -> Result<(), Error> {
+    pub(crate) fn check(&self) -> Result<(), Error> {
         let single = [
             ("actor", &self.actor),
             ("referral_id", &self.referral_id),
@@ -560,12 +560,68 @@ pub fn verify(store_path: &Path, expect_head: Option<&ChainHead>) -> Result<Veri
             .prepare("SELECT seq, at, entry, previous_hash, hash FROM audit_log ORDER BY seq")
             .map_err(storage("reading the audit log"))?;
         let mut rows = query.query([]).map_err(storage("reading the audit log"))?;
+        let find = |seq: i64| {
+            snapshot
+                .query_row(
+                    "SELECT seq FROM audit_log WHERE json_extract(entry, '$.seq') = ?1 AND seq <> ?1 LIMIT 1",
+                    [seq],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(storage("looking for a misplaced entry"))
+        };
         while let Some(row) = rows.next().map_err(storage("reading the audit log"))? {
             let row = Row::read(row).map_err(storage("reading the audit log"))?;
-            walk.step(row, &snapshot)?;
+            walk.step(row, &find)?;
         }
     }
     Ok(walk.finish())
+}
+
+/// [`verify`] over rows already read, in `seq` order (a PostgreSQL store's
+/// log, read in one snapshot).
+pub fn verify_rows(rows: Vec<Row>, expect_head: Option<&ChainHead>) -> Result<VerifyReport, Error> {
+    let claimed: Vec<(i64, Option<i64>)> = rows
+        .iter()
+        .map(|row| {
+            let claimed = serde_json::from_str::<Value>(&row.entry)
+                .ok()
+                .and_then(|entry| entry.get("seq").and_then(Value::as_i64));
+            (row.seq, claimed)
+        })
+        .collect();
+    let find = |seq: i64| {
+        Ok(claimed
+            .iter()
+            .find(|(position, holds)| *holds == Some(seq) && *position != seq)
+            .map(|(position, _)| *position))
+    };
+    let mut walk = Walk {
+        expected_seq: 1,
+        previous_hash: GENESIS_HASH.to_owned(),
+        entries: 0,
+        head: None,
+        broken: None,
+        anchor: expect_head,
+    };
+    for row in rows {
+        walk.step(row, &find)?;
+    }
+    Ok(walk.finish())
+}
+
+/// [`export`] over rows already read, in `seq` order.
+pub fn export_rows(rows: &[Row], out: &mut dyn Write) -> Result<u64, Error> {
+    let mut written = 0;
+    for row in rows {
+        let line = export_line(row)?;
+        writeln!(out, "{line}").map_err(|source| Error::Io {
+            context: "writing the audit export".to_owned(),
+            source,
+        })?;
+        written += 1;
+    }
+    Ok(written)
 }
 
 /// Writes every entry of the store file at `store_path` as one JSON line
@@ -632,12 +688,18 @@ fn export_line(row: &Row) -> Result<String, Error> {
 }
 
 /// One row of `audit_log`, as stored.
-struct Row {
-    seq: i64,
-    at: String,
-    entry: String,
-    previous_hash: String,
-    hash: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Its position.
+    pub seq: i64,
+    /// When it was appended (RFC 3339).
+    pub at: String,
+    /// The entry as hashed (canonical JSON).
+    pub entry: String,
+    /// The previous entry's hash.
+    pub previous_hash: String,
+    /// This entry's hash.
+    pub hash: String,
 }
 
 impl Row {
@@ -663,7 +725,11 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn step(&mut self, row: Row, connection: &Connection) -> Result<(), Error> {
+    fn step(
+        &mut self,
+        row: Row,
+        find: &dyn Fn(i64) -> Result<Option<i64>, Error>,
+    ) -> Result<(), Error> {
         self.entries += 1;
         let seq = position(row.seq);
         self.head = Some(ChainHead {
@@ -674,7 +740,7 @@ impl Walk<'_> {
         if self.broken.is_some() {
             return Ok(());
         }
-        self.broken = self.check(&row, connection)?;
+        self.broken = self.check(&row, find)?;
         if self.broken.is_none()
             && let Some(anchor) = self.anchor
             && anchor.seq == seq
@@ -696,7 +762,11 @@ impl Walk<'_> {
     /// The first problem this row shows, in an order that names the right
     /// entry: a gap before anything else, then the row on its own, then its
     /// place, then its link to the row before.
-    fn check(&self, row: &Row, connection: &Connection) -> Result<Option<Broken>, Error> {
+    fn check(
+        &self,
+        row: &Row,
+        find: &dyn Fn(i64) -> Result<Option<i64>, Error>,
+    ) -> Result<Option<Broken>, Error> {
         let seq = position(row.seq);
         let expected = position(self.expected_seq);
         let broken = |seq, problem, detail: String| {
@@ -745,7 +815,7 @@ impl Walk<'_> {
                 return broken(seq, Problem::Altered, format!("entry {seq} holds no seq"));
             }
             Some(claimed) if claimed != seq => {
-                return Ok(Some(misplaced(connection, row.seq, claimed)?));
+                return Ok(Some(misplaced(find, row.seq, claimed)?));
             }
             Some(_) => {}
         }
@@ -805,7 +875,13 @@ impl Walk<'_> {
 /// entry `seq` stored elsewhere is a reordering; stored nowhere, a removal
 /// with the later entries renumbered; a later entry stored earlier, an
 /// inserted or copied entry.
-fn misplaced(connection: &Connection, row_seq: i64, claimed: u64) -> Result<Broken, Error> {
+/// `find(seq)` is the position of the row holding entry `seq` elsewhere than
+/// at `seq`, if any.
+fn misplaced(
+    find: &dyn Fn(i64) -> Result<Option<i64>, Error>,
+    row_seq: i64,
+    claimed: u64,
+) -> Result<Broken, Error> {
     let seq = position(row_seq);
     if claimed < seq {
         return Ok(Broken {
@@ -816,15 +892,7 @@ fn misplaced(connection: &Connection, row_seq: i64, claimed: u64) -> Result<Brok
             ),
         });
     }
-    let found: Option<i64> = connection
-        .query_row(
-            "SELECT seq FROM audit_log WHERE json_extract(entry, '$.seq') = ?1 AND seq <> ?1 LIMIT 1",
-            [row_seq],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(storage("looking for a misplaced entry"))?;
-    Ok(match found {
+    Ok(match find(row_seq)? {
         Some(position) => Broken {
             seq,
             problem: Problem::Reordered,
@@ -843,7 +911,7 @@ fn misplaced(connection: &Connection, row_seq: i64, claimed: u64) -> Result<Brok
 }
 
 /// A `seq` column as a position; the table's CHECK keeps it at 1 or more.
-fn position(seq: i64) -> u64 {
+pub(crate) fn position(seq: i64) -> u64 {
     u64::try_from(seq).unwrap_or(0)
 }
 
@@ -882,12 +950,12 @@ fn open_read_only(path: &Path) -> Result<Connection, Error> {
 
 /// The time as stored: RFC 3339, UTC with `Z`, fractional seconds only when
 /// there are some.
-fn timestamp(at: DateTime<Utc>) -> String {
+pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 /// The canonical JSON of `entry` with its `seq` and `at` (see the module doc).
-fn canonical_entry(seq: u64, at: &str, entry: &AuditEntry) -> Result<String, Error> {
+pub(crate) fn canonical_entry(seq: u64, at: &str, entry: &AuditEntry) -> Result<String, Error> {
     let Ok(Value::Object(mut fields)) = serde_json::to_value(entry) else {
         return Err(Error::Internal(
             "audit: an entry does not encode as a JSON object".to_owned(),
@@ -901,7 +969,7 @@ fn canonical_entry(seq: u64, at: &str, entry: &AuditEntry) -> Result<String, Err
 }
 
 /// SHA-256 over `previous_hash` then `entry`, in lower-case hex.
-fn chain_hash(previous_hash: &str, entry: &str) -> String {
+pub(crate) fn chain_hash(previous_hash: &str, entry: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(previous_hash.as_bytes());
     hasher.update(entry.as_bytes());

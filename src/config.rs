@@ -29,8 +29,8 @@ pub struct GatewayConfig {
     pub file: PathBuf,
     /// Listening, TLS and protection settings.
     pub server: ServerConfig,
-    /// The embedded store's file.
-    pub store_path: PathBuf,
+    /// The store: an SQLite file (the embedded default) or a PostgreSQL database.
+    pub store: crate::store::StoreLocation,
     /// The organisations, by id.
     pub organisations: Organisations,
     /// The minimisation policies.
@@ -321,7 +321,45 @@ impl Default for RateLimitFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StoreFile {
-    sqlite: PathBuf,
+    /// The embedded store's file.
+    sqlite: Option<PathBuf>,
+    /// A PostgreSQL URL, or `env:NAME` naming the variable that holds it (a
+    /// URL with a password belongs in the environment, not in this file).
+    postgres: Option<String>,
+}
+
+impl StoreFile {
+    fn location(self, name: &str, folder: &Path) -> Result<crate::store::StoreLocation, Error> {
+        use crate::store::StoreLocation;
+        match (self.sqlite, self.postgres) {
+            (Some(file), None) => Ok(StoreLocation::Sqlite(folder.join(file))),
+            (None, Some(reference)) => {
+                let url = match reference.strip_prefix("env:") {
+                    Some(variable) => std::env::var(variable).map_err(|_| {
+                        Error::config(
+                            name,
+                            "store.postgres",
+                            format!("the environment variable {variable} is not set"),
+                        )
+                    })?,
+                    None => reference,
+                };
+                match StoreLocation::parse(&url) {
+                    location @ StoreLocation::Postgres(_) => Ok(location),
+                    StoreLocation::Sqlite(_) => Err(Error::config(
+                        name,
+                        "store.postgres",
+                        "expected a postgres:// or postgresql:// URL",
+                    )),
+                }
+            }
+            _ => Err(Error::config(
+                name,
+                "store",
+                "give exactly one of sqlite = \"FILE\" or postgres = \"URL\" (or \"env:NAME\")",
+            )),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -496,7 +534,7 @@ impl GatewayConfig {
         Ok(Self {
             file: file.to_path_buf(),
             server,
-            store_path: folder.join(parsed.store.sqlite),
+            store: parsed.store.location(&name, folder)?,
             organisations,
             policies,
             keys,

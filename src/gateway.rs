@@ -29,14 +29,14 @@ use crate::model::status::{Status, StatusEvent, StatusV1Tag};
 use crate::model::{Message, Translated, v2};
 use crate::policy::{MessageKind, Policy};
 use crate::store::{
-    Accepted, ConsentStore, NewReferral, NewStatusEvent, Outgoing, ReferralStore, SqliteStore,
-    Stored, StoredReferral, Written,
+    Accepted, ConsentStore, NewReferral, NewStatusEvent, Outgoing, ReferralStore, Stored,
+    StoredReferral, Written,
 };
 use crate::telemetry::Metrics;
 use crate::validate::Limits;
 
 /// The store the gateway runs on.
-pub type Store = SqliteStore;
+pub use crate::store::Store;
 
 /// Formats a referral may arrive in over the API.
 pub const INPUT_FORMATS: &[&str] = &[
@@ -1099,7 +1099,7 @@ impl Gateway {
     /// queued for its recipient through its usual channel. Referrals still
     /// queued are cancelled by the outbox worker before their next attempt.
     async fn notify_withdrawal(&self, caller: &Organisation, record_id: &str) -> Result<(), Error> {
-        for referral_id in self.store.offered_under_consent(record_id)? {
+        for referral_id in self.store.offered_under_consent(record_id).await? {
             let Some(stored) = self.store.referral(referral_id.clone()).await? else {
                 continue;
             };

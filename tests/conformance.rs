@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine as _;
-use common::gateway::{Options, TestGateway};
+use common::gateway::{Options, TestGateway, on_postgres, scratch_database};
 use passerelle::conformance::suite::Suite;
 use passerelle::conformance::{Outcome, RunReport};
+use passerelle::store::postgres::ScratchDatabase;
 
 fn suite_folder() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/v1")
@@ -35,7 +36,7 @@ fn free_address() -> String {
 
 /// The suite's configuration, as an integrator would use it, with the ports,
 /// the store and the folders this test needs.
-fn configuration(dir: &Path, receiver: &str) -> PathBuf {
+fn configuration(dir: &Path, receiver: &str, database: Option<&ScratchDatabase>) -> PathBuf {
     let folder = suite_folder();
     let text = std::fs::read_to_string(folder.join("passerelle.toml"))
         .expect("conformance/v1/passerelle.toml");
@@ -43,13 +44,19 @@ fn configuration(dir: &Path, receiver: &str) -> PathBuf {
     let text = text
         .replace("127.0.0.1:8089", "127.0.0.1:0")
         .replace("127.0.0.1:9797", receiver)
-        .replace("\"conformance.db\"", &format!("{:?}", dir.join("store.db")))
+        .replace(
+            "sqlite = \"conformance.db\"",
+            &match database {
+                Some(database) => format!("postgres = {:?}", database.url),
+                None => format!("sqlite = {:?}", dir.join("store.db")),
+            },
+        )
         .replace(
             "\"../../config/",
             &format!("\"{}/config/", repository.display()),
         );
     assert!(
-        text.contains(receiver) && text.contains("store.db"),
+        text.contains(receiver) && !text.contains("conformance.db"),
         "the suite's configuration no longer has the receiver URLs or the store this test rewrites"
     );
     let path = dir.join("passerelle.toml");
@@ -68,13 +75,16 @@ fn run_suite(fault: Option<&str>, reports: &Path) -> (i32, RunReport) {
     if let Some(fault) = fault {
         environment.push(("PASSERELLE_FAULT".to_owned(), fault.to_owned()));
     }
-    let config = configuration(dir.path(), &receiver);
+    // On PostgreSQL when the tests run there (`PASSERELLE_TEST_STORE=postgres`).
+    let database = on_postgres().then(scratch_database);
+    let config = configuration(dir.path(), &receiver, database.as_deref());
     let gateway = TestGateway::start_in(
         dir,
         std::sync::Arc::new(common::gateway::Pki::generate()),
         Options {
             tls: false,
             config: Some(config),
+            database,
             environment,
             ..Options::default()
         },

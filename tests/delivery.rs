@@ -87,7 +87,7 @@ async fn wait_for_state(gateway: &TestGateway, referral_id: &str, expected: &str
 fn outbox(gateway: &TestGateway, arguments: &[&str]) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_passerelle"))
         .arg("--store")
-        .arg(&gateway.store)
+        .arg(&gateway.store_location)
         .arg("outbox")
         .args(arguments)
         .output()

@@ -17,7 +17,7 @@ use passerelle::config::{GatewayConfig, Organisation};
 use passerelle::error::Error;
 use passerelle::gateway::{GATEWAY_ACTOR, Gateway, Submission};
 use passerelle::policy::Policy;
-use passerelle::store::{NewStatusEvent, ReferralStore, SqliteStore};
+use passerelle::store::{NewStatusEvent, ReferralStore, SqliteStore, Store, StoreLocation};
 use passerelle::telemetry::Metrics;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -269,12 +269,14 @@ allow = ["event_id", "schema_version", "referral_id", "status", "occurred_at", "
 fn library_gateway(folder: &Path) -> Gateway {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/passerelle.toml");
     let mut config = GatewayConfig::load(&file).expect("the example configuration");
-    config.store_path = folder.join("store.db");
+    config.store = StoreLocation::Sqlite(folder.join("store.db"));
     config.policies.push(
         Policy::parse(OPERATOR_STATUS_POLICY, "operator-status-test.toml")
             .expect("the operator status policy"),
     );
-    let store = Arc::new(SqliteStore::open(&config.store_path).expect("open the store"));
+    let store = Arc::new(Store::Sqlite(
+        SqliteStore::open(folder.join("store.db")).expect("open the store"),
+    ));
     Gateway::new(config, store, Metrics::new())
 }
 
@@ -349,7 +351,7 @@ fn queued_events(store: &Path, referral_id: &str) -> Vec<(String, String, Value)
 async fn referrals_nobody_decided_on_expire_once_and_both_sides_are_told() {
     let folder = tempfile::tempdir().expect("temporary folder");
     let gateway = library_gateway(folder.path());
-    let store_file = gateway.store().path().to_path_buf();
+    let store_file = folder.path().join("store.db");
     let forgotten = library_referral(&gateway).await;
     let received = library_referral(&gateway).await;
     let decided = library_referral(&gateway).await;
@@ -412,7 +414,10 @@ async fn referrals_nobody_decided_on_expire_once_and_both_sides_are_told() {
         assert_eq!(payload["status"], json!("STATUS_EXPIRED"));
         assert_eq!(payload["event_id"], json!(expiry.event_id));
     }
-    let audited = audit::entries(gateway.store())
+    let audited = gateway
+        .store()
+        .audit_entries()
+        .await
         .expect("audit log")
         .into_iter()
         .filter(|chained| {

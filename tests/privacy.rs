@@ -199,7 +199,7 @@ async fn no_personal_data_reaches_logs_spans_metrics_errors_or_the_audit_log() {
         )
         .await;
     let mut gateway = gateway;
-    let store = gateway.store.clone();
+    let store = gateway.store_location.clone();
     gateway.terminate();
     assert!(
         exported,

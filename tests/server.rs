@@ -6,7 +6,7 @@ mod common;
 
 use common::gateway::{
     Options, Pki, TestGateway, accepted_referral, bearer, client, consent, consent_event, new_id,
-    organisation, referral, store_consent,
+    on_postgres, organisation, referral, store_consent,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -714,7 +714,7 @@ async fn http2_is_negotiated_over_tls() {
 
 #[tokio::test]
 async fn the_audit_chain_verifies_and_names_a_tampered_entry() {
-    let gateway = TestGateway::start();
+    let mut gateway = TestGateway::start();
     let (referral_id, _, _) = accepted_referral(&gateway).await;
     gateway
         .client()
@@ -723,7 +723,8 @@ async fn the_audit_chain_verifies_and_names_a_tampered_entry() {
         .send()
         .await
         .expect("read");
-    let (_dir, _, store) = gateway.stop();
+    gateway.terminate();
+    let store = gateway.store_location.clone();
     let audit = |arguments: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_passerelle"))
             .arg("--store")
@@ -750,15 +751,26 @@ async fn the_audit_chain_verifies_and_names_a_tampered_entry() {
         "{lines}"
     );
     assert!(audit(&["audit", "verify"]).status.success());
-    // An attacker with the file: drop the trigger and rewrite the second entry.
-    let connection = rusqlite::Connection::open(&store).expect("open");
-    connection
-        .execute_batch(
-            "DROP TRIGGER audit_log_no_update;
-             UPDATE audit_log SET entry = replace(entry, 'referral_accepted', 'referral_refused') WHERE seq = 2;",
-        )
-        .expect("tamper");
-    drop(connection);
+    // An attacker with the database: drop the trigger and rewrite the second entry.
+    const REWRITE: &str = "UPDATE audit_log SET entry = replace(entry, 'referral_accepted', 'referral_refused') WHERE seq = 2";
+    if on_postgres() {
+        use sqlx::Connection as _;
+        let mut connection = sqlx::PgConnection::connect(&store).await.expect("connect");
+        for statement in [
+            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only",
+            REWRITE,
+        ] {
+            sqlx::query(statement)
+                .execute(&mut connection)
+                .await
+                .expect("tamper");
+        }
+    } else {
+        let connection = rusqlite::Connection::open(&store).expect("open");
+        connection
+            .execute_batch(&format!("DROP TRIGGER audit_log_no_update; {REWRITE};"))
+            .expect("tamper");
+    }
     let verified = audit(&["audit", "verify"]);
     assert!(!verified.status.success());
     let report = String::from_utf8_lossy(&verified.stdout).to_string()

@@ -1,7 +1,9 @@
-//! The SQLite store against a real file in a temporary directory:
+//! The consent store against a real SQLite file in a temporary directory:
 //! idempotent puts, conflicts, append-only history (down to the SQL
 //! triggers), out-of-order events, state after reopening, concurrent writers,
 //! group commit, and a record surviving a store that was never shut down.
+//! The first three tests run on PostgreSQL too (`PASSERELLE_TEST_STORE=postgres`);
+//! the others are about the SQLite file itself.
 
 mod common;
 
@@ -12,7 +14,8 @@ use common::{ASSOCIATION_SIRET, golden_bytes};
 use passerelle::Error;
 use passerelle::consent::{ConsentEvent, ConsentEventKind, ConsentRecord, ConsentState, RecordId};
 use passerelle::model::ids::Siret;
-use passerelle::store::{ConsentStore, SqliteStore, Stored};
+use passerelle::store::postgres::ScratchDatabase;
+use passerelle::store::{ConsentStore, SqliteStore, Store, StoreLocation, Stored};
 use passerelle::validate::Limits;
 
 fn given_record() -> ConsentRecord {
@@ -49,10 +52,27 @@ fn open(directory: &tempfile::TempDir) -> SqliteStore {
     SqliteStore::open(directory.path().join("passerelle.db")).expect("the store opens")
 }
 
+/// The store the tests run on: an SQLite file in `directory`, or a scratch
+/// PostgreSQL database when `PASSERELLE_TEST_STORE=postgres` (`.ci/test` runs
+/// this file both ways); the database is dropped with the returned guard.
+async fn open_either(directory: &tempfile::TempDir) -> (Store, Option<ScratchDatabase>) {
+    if std::env::var("PASSERELLE_TEST_STORE").is_ok_and(|store| store == "postgres") {
+        let database = ScratchDatabase::create()
+            .await
+            .expect("PostgreSQL for tests");
+        let store = Store::open(&StoreLocation::Postgres(database.url.clone()))
+            .await
+            .expect("the store opens");
+        (store, Some(database))
+    } else {
+        (Store::Sqlite(open(directory)), None)
+    }
+}
+
 #[tokio::test]
 async fn putting_the_same_record_again_is_idempotent_even_after_appends() {
     let directory = tempfile::tempdir().expect("temporary directory");
-    let store = open(&directory);
+    let (store, _database) = open_either(&directory).await;
     let record = given_record();
     assert_eq!(
         store.put_record(record.clone()).await.expect("put"),
@@ -94,7 +114,7 @@ async fn putting_the_same_record_again_is_idempotent_even_after_appends() {
 #[tokio::test]
 async fn the_same_id_with_other_content_is_a_conflict() {
     let directory = tempfile::tempdir().expect("temporary directory");
-    let store = open(&directory);
+    let (store, _database) = open_either(&directory).await;
     let record = given_record();
     store.put_record(record.clone()).await.expect("put");
 
@@ -117,7 +137,7 @@ async fn the_same_id_with_other_content_is_a_conflict() {
 #[tokio::test]
 async fn events_are_refused_out_of_order_and_for_unknown_records() {
     let directory = tempfile::tempdir().expect("temporary directory");
-    let store = open(&directory);
+    let (store, _database) = open_either(&directory).await;
     let record = given_record();
     store.put_record(record.clone()).await.expect("put");
     let last = record.events.last().expect("events").at;

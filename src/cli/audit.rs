@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -11,6 +11,7 @@ use clap::Subcommand;
 use super::{Output, write_failed, write_json};
 use crate::audit::{self, ChainHead, VerifyReport};
 use crate::error::Error;
+use crate::store::{PgStore, StoreLocation};
 
 /// `passerelle audit` actions.
 #[derive(Debug, Subcommand)]
@@ -33,19 +34,46 @@ pub enum AuditAction {
     },
 }
 
-/// Runs an `audit` action against the store file `store`: exit code 0 when
-/// the chain is intact (or exported), 1 when it is broken.
+/// The audit log of a PostgreSQL store, read in one snapshot.
+fn postgres_rows(url: &str) -> Result<Vec<audit::Row>, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            context: "starting the runtime".to_owned(),
+            source,
+        })?;
+    runtime.block_on(async {
+        let store = PgStore::connect_existing(url).await?;
+        let rows = store.audit_rows().await;
+        store.close().await;
+        rows
+    })
+}
+
+/// Runs an `audit` action against the store at `store` (an SQLite file or a
+/// PostgreSQL URL): exit code 0 when the chain is intact (or exported), 1
+/// when it is broken.
 pub(crate) fn run(
     action: AuditAction,
-    store: &Path,
+    store: &StoreLocation,
     out: &mut dyn Write,
 ) -> Result<ExitCode, Error> {
+    let export = |out: &mut dyn Write| match store {
+        StoreLocation::Sqlite(path) => audit::export(path, out),
+        StoreLocation::Postgres(url) => audit::export_rows(&postgres_rows(url)?, out),
+    };
     match action {
         AuditAction::Verify {
             expect_head,
             output,
         } => {
-            let report = audit::verify(store, expect_head.as_ref())?;
+            let report = match store {
+                StoreLocation::Sqlite(path) => audit::verify(path, expect_head.as_ref())?,
+                StoreLocation::Postgres(url) => {
+                    audit::verify_rows(postgres_rows(url)?, expect_head.as_ref())?
+                }
+            };
             match output {
                 Output::Json => write_json(out, &report, true)?,
                 Output::Text => write_report(out, &report)?,
@@ -57,7 +85,7 @@ pub(crate) fn run(
             })
         }
         AuditAction::Export { output: None } => {
-            audit::export(store, out)?;
+            export(out)?;
             Ok(ExitCode::SUCCESS)
         }
         AuditAction::Export { output: Some(file) } => {
@@ -66,7 +94,7 @@ pub(crate) fn run(
                 source,
             })?;
             let mut writer = BufWriter::new(created);
-            let written = audit::export(store, &mut writer)?;
+            let written = export(&mut writer)?;
             writer.flush().map_err(|source| Error::Io {
                 context: format!("writing {}", file.display()),
                 source,

@@ -31,7 +31,7 @@ use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::policy::KeyReference;
 use crate::server::{self, AppState};
-use crate::store::SqliteStore;
+use crate::store::{Store, StoreLocation};
 use crate::telemetry::Metrics;
 
 const ASSOCIATION_KEY: &str = "dev-key-konexio-saint-denis";
@@ -109,7 +109,8 @@ async fn demo(
 
     // The gateway, on the example configuration, in the demo's folder.
     let mut config = GatewayConfig::load(config_file)?;
-    config.store_path = folder.join("passerelle.db");
+    let store_path = folder.join("passerelle.db");
+    config.store = StoreLocation::Sqlite(store_path.clone());
     config.server.listen = "127.0.0.1:0"
         .parse()
         .map_err(|_| Error::Internal("a loopback address".to_owned()))?;
@@ -129,14 +130,13 @@ async fn demo(
             ..Delivery::default()
         },
     )?;
-    let store = Arc::new(SqliteStore::open(&config.store_path)?);
+    let store = Arc::new(Store::open(&config.store).await?);
     let listener = TcpListener::bind(config.server.listen)
         .await
         .map_err(io("starting the gateway".to_owned()))?;
     let address = listener
         .local_addr()
         .map_err(io("starting the gateway".to_owned()))?;
-    let store_path = config.store_path.clone();
     let gateway = Arc::new(Gateway::new(config, Arc::clone(&store), Metrics::new()));
     let worker = Worker::new(Arc::clone(&gateway)).await?;
     let (stop, stopped) = watch::channel(false);
@@ -164,7 +164,7 @@ async fn demo(
     let _ = worker.await;
     drop(gateway);
     if let Ok(store) = Arc::try_unwrap(store) {
-        store.close()?;
+        store.close().await?;
     }
     outcome?;
     writeln!(

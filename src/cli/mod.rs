@@ -31,7 +31,7 @@ use crate::validate::{self, Limits, SchemaName};
 #[derive(Debug, Parser)]
 #[command(name = "passerelle", version, about)]
 pub struct Cli {
-    /// The embedded store (an SQLite file) for commands that keep state.
+    /// The store for commands that keep state: an SQLite file, or a PostgreSQL URL (postgres://...) for `outbox` and `audit`.
     #[arg(long, global = true, default_value = "passerelle.db")]
     pub store: PathBuf,
     /// What to do.
@@ -374,9 +374,17 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
         Command::ApiKey {
             action: ApiKeyAction::New,
         } => serve::new_api_key(out),
-        Command::Outbox { action } => outbox::run(action, &cli.store, out),
+        Command::Outbox { action } => outbox::run(
+            action,
+            &crate::store::StoreLocation::parse(&cli.store.to_string_lossy()),
+            out,
+        ),
         Command::Conformance { action } => conformance::run(action, out),
-        Command::Audit { action } => audit::run(action, &cli.store, out),
+        Command::Audit { action } => audit::run(
+            action,
+            &crate::store::StoreLocation::parse(&cli.store.to_string_lossy()),
+            out,
+        ),
         Command::Policy {
             action: PolicyAction::Check { files },
         } => policy::check(&files, out),

@@ -5,7 +5,6 @@
 //! and error codes are.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
@@ -14,7 +13,7 @@ use clap::Subcommand;
 use super::{write_failed, write_json};
 use crate::audit::{AuditEntry, AuditKind};
 use crate::error::Error;
-use crate::store::{OutboxMessage, SqliteStore};
+use crate::store::{OutboxMessage, Store, StoreLocation};
 
 /// `passerelle outbox` actions.
 #[derive(Debug, Subcommand)]
@@ -62,15 +61,17 @@ pub enum OutboxAction {
     },
 }
 
-/// Runs an outbox action on the store.
+/// Runs an outbox action on the store (an SQLite file or a PostgreSQL URL).
 pub(crate) fn run(
     action: OutboxAction,
-    store: &Path,
+    store: &StoreLocation,
     out: &mut dyn Write,
 ) -> Result<ExitCode, Error> {
-    if !store.exists() {
+    if let StoreLocation::Sqlite(path) = store
+        && !path.exists()
+    {
         return Err(Error::Io {
-            context: format!("opening the store {}", store.display()),
+            context: format!("opening the store {}", path.display()),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         });
     }
@@ -81,7 +82,7 @@ pub(crate) fn run(
             context: "starting the async runtime".to_owned(),
             source,
         })?;
-    let store = SqliteStore::open(store)?;
+    let store = runtime.block_on(Store::open(store))?;
     let code = match action {
         OutboxAction::List {
             state,
@@ -100,18 +101,24 @@ pub(crate) fn run(
                     "expected queued, delivered, dead or cancelled",
                 ));
             }
-            for message in store.outbox_messages(state.as_deref(), destination.as_deref(), limit)? {
+            for message in runtime.block_on(store.outbox_messages(
+                state.as_deref(),
+                destination.as_deref(),
+                limit,
+            ))? {
                 write_json(out, &message, false)?;
             }
             ExitCode::SUCCESS
         }
-        OutboxAction::Show { message_id } => match store.outbox_message(&message_id)? {
-            Some(message) => {
-                write_json(out, &message, true)?;
-                ExitCode::SUCCESS
+        OutboxAction::Show { message_id } => {
+            match runtime.block_on(store.outbox_message(&message_id))? {
+                Some(message) => {
+                    write_json(out, &message, true)?;
+                    ExitCode::SUCCESS
+                }
+                None => return Err(Error::NotFound(format!("message {message_id}"))),
             }
-            None => return Err(Error::NotFound(format!("message {message_id}"))),
-        },
+        }
         OutboxAction::Retry {
             message_id,
             destination,
@@ -125,8 +132,8 @@ pub(crate) fn run(
             if queued == 0
                 && let Some(message_id) = message_id
             {
-                let state = store
-                    .outbox_message(&message_id)?
+                let state = runtime
+                    .block_on(store.outbox_message(&message_id))?
                     .map(|message: OutboxMessage| message.state);
                 return Err(match state {
                     None => Error::NotFound(format!("message {message_id}")),
@@ -139,7 +146,7 @@ pub(crate) fn run(
             ExitCode::SUCCESS
         }
         OutboxAction::Disabled => {
-            for (destination, reason) in store.disabled_destinations()? {
+            for (destination, reason) in runtime.block_on(store.disabled_destinations())? {
                 write_json(
                     out,
                     &serde_json::json!({ "destination": destination, "reason": reason }),
@@ -173,6 +180,6 @@ pub(crate) fn run(
             ExitCode::SUCCESS
         }
     };
-    store.close()?;
+    runtime.block_on(store.close())?;
     Ok(code)
 }

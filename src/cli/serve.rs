@@ -14,7 +14,7 @@ use crate::delivery::worker::Worker;
 use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::server::{self, AppState};
-use crate::store::SqliteStore;
+use crate::store::Store;
 use crate::telemetry;
 
 /// Runs the gateway until SIGINT or SIGTERM. Prints one line to `out` once
@@ -39,7 +39,7 @@ async fn serve(config: GatewayConfig, out: &mut dyn Write) -> Result<ExitCode, E
             "development: a random pseudonymisation key stands for this reference; pseudonyms change at every start"
         );
     }
-    let store = Arc::new(SqliteStore::open(&config.store_path)?);
+    let store = Arc::new(Store::open(&config.store).await?);
     let listener = TcpListener::bind(config.server.listen)
         .await
         .map_err(|source| Error::Io {
@@ -82,7 +82,7 @@ async fn serve(config: GatewayConfig, out: &mut dyn Write) -> Result<ExitCode, E
     }
     drop(gateway);
     match Arc::try_unwrap(store) {
-        Ok(store) => store.close()?,
+        Ok(store) => store.close().await?,
         Err(_) => {
             tracing::warn!("the store is still in use at exit; its writer stops with the process")
         }

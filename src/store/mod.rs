@@ -1,7 +1,8 @@
-//! The store: where consent records (and, next, accepted referrals) are kept
-//! durably. One trait, one implementation per database: [`sqlite`] (one file,
-//! the default) today; a PostgreSQL implementation will satisfy the same trait
-//! and pass the same tests.
+//! The store: where consent records, accepted referrals, status events, the
+//! outbox and the audit log are kept durably. The traits below, one
+//! implementation per database: [`sqlite`] (one file, the default) and
+//! [`postgres`] (several replicas on one database), both behind [`Store`],
+//! which the configuration chooses; both pass the same tests.
 //!
 //! The trait is async-friendly: every method returns a `Send` future, so a
 //! server can await it on any executor thread. Implementations answer a write
@@ -15,11 +16,17 @@ use crate::audit::AuditEntry;
 use crate::consent::{ConsentEvent, ConsentRecord, RecordId};
 use crate::error::Error;
 
+mod any;
+mod location;
 mod outbox;
+pub mod postgres;
 mod referrals;
 pub mod sqlite;
 
+pub use any::Store;
+pub use location::StoreLocation;
 pub use outbox::{OutboxMessage, Outcome};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// What [`ConsentStore::put_record`] did.

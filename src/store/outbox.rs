@@ -356,22 +356,22 @@ impl SqliteStore {
         actor: String,
     ) -> Result<u64, Error> {
         self.write(move |connection| {
-            let ids: Vec<(String, String)> = {
+            let ids: Vec<(String, String, String)> = {
                 let mut query = connection
                     .prepare_cached(
-                        "SELECT message_id, referral_id FROM outbox WHERE state = 'dead'
+                        "SELECT message_id, referral_id, kind FROM outbox WHERE state = 'dead'
                          AND (?1 IS NULL OR message_id = ?1) AND (?2 IS NULL OR destination = ?2)",
                     )
                     .map_err(storage("finding dead letters"))?;
                 let rows = query
                     .query_map(params![message_id, destination], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                     })
                     .map_err(storage("finding dead letters"))?;
                 rows.collect::<Result<_, _>>()
                     .map_err(storage("finding dead letters"))?
             };
-            for (id, referral_id) in &ids {
+            for (id, referral_id, kind) in &ids {
                 connection
                     .prepare_cached(
                         "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = ?2,
@@ -379,7 +379,10 @@ impl SqliteStore {
                     )
                     .and_then(|mut update| update.execute(params![id, time(now)]))
                     .map_err(storage("queueing a dead letter again"))?;
-                set_referral_state(connection, referral_id, "queued")?;
+                // A status event requeued leaves its referral's delivery state alone.
+                if kind == "referral" {
+                    set_referral_state(connection, referral_id, "queued")?;
+                }
                 let entry = AuditEntry::new(audit::AuditKind::DeliveryAttempted)
                     .actor(&actor)
                     .referral(referral_id)

@@ -11,6 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use passerelle::store::postgres::ScratchDatabase;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -102,6 +103,8 @@ pub struct Options {
     /// A configuration file to start with instead of the one written from
     /// these options (which then only say whether it serves TLS).
     pub config: Option<PathBuf>,
+    /// A PostgreSQL database to share with other gateways (replicas).
+    pub database: Option<Arc<ScratchDatabase>>,
 }
 
 impl Default for Options {
@@ -119,6 +122,7 @@ impl Default for Options {
             idle_timeout_seconds: 30,
             max_connections: 1024,
             config: None,
+            database: None,
         }
     }
 }
@@ -207,10 +211,15 @@ pub struct TestGateway {
     pub dir: tempfile::TempDir,
     /// The certificates.
     pub pki: Arc<Pki>,
-    /// The store file.
+    /// The store file (SQLite runs).
     pub store: PathBuf,
+    /// Where the store is, as `--store` takes it: the SQLite file, or the
+    /// PostgreSQL URL when the tests run on PostgreSQL.
+    pub store_location: String,
     /// The configuration file.
     pub config: PathBuf,
+    /// The scratch PostgreSQL database (PostgreSQL runs), dropped with the gateway.
+    database: Option<Arc<ScratchDatabase>>,
     child: Option<Child>,
     stderr: Arc<Mutex<String>>,
 }
@@ -235,9 +244,27 @@ impl TestGateway {
             .store
             .clone()
             .unwrap_or_else(|| dir.path().join("store.db"));
+        let stashed = stopped_databases()
+            .lock()
+            .expect("databases")
+            .remove(dir.path());
+        let database = match (stashed, &options.database) {
+            (Some(database), _) => Some(database),
+            (None, Some(database)) => Some(Arc::clone(database)),
+            (None, None) if options.store.is_none() && on_postgres() => Some(scratch_database()),
+            (None, None) => None,
+        };
+        let store_location = match &database {
+            Some(database) => database.url.clone(),
+            None => store.display().to_string(),
+        };
+        let store_toml = match &database {
+            Some(database) => format!("postgres = \"{}\"", database.url),
+            None => format!("sqlite = \"{}\"", store.display()),
+        };
         let config = match &options.config {
             Some(config) => config.clone(),
-            None => write_config(dir.path(), &pki, &options, &store),
+            None => write_config(dir.path(), &pki, &options, &store_toml),
         };
         let mut child = Command::new(env!("CARGO_BIN_EXE_passerelle"))
             .args(["serve", "--config"])
@@ -303,7 +330,9 @@ impl TestGateway {
             dir,
             pki,
             store,
+            store_location,
             config,
+            database,
             child: Some(child),
             stderr,
         }
@@ -357,6 +386,13 @@ impl TestGateway {
     pub fn stop_owned(mut self) -> (tempfile::TempDir, Arc<Pki>, PathBuf) {
         self.kill();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("placeholder"));
+        // A restart in the same folder finds the same database.
+        if let Some(database) = self.database.take() {
+            stopped_databases()
+                .lock()
+                .expect("databases")
+                .insert(dir.path().to_path_buf(), database);
+        }
         (dir, Arc::clone(&self.pki), self.store.clone())
     }
 }
@@ -409,7 +445,35 @@ pub fn client(ca_pem: &str, identity: Option<(&String, &String)>) -> reqwest::Cl
         .expect("HTTP client")
 }
 
-fn write_config(dir: &Path, pki: &Pki, options: &Options, store: &Path) -> PathBuf {
+/// Whether the tests run on PostgreSQL (`PASSERELLE_TEST_STORE=postgres`, as
+/// `.ci/test` runs the integration tests a second time) rather than SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("PASSERELLE_TEST_STORE").is_ok_and(|store| store == "postgres")
+}
+
+/// The databases of stopped gateways, by folder, for their restart.
+fn stopped_databases() -> &'static Mutex<HashMap<PathBuf, Arc<ScratchDatabase>>> {
+    static DATABASES: std::sync::OnceLock<Mutex<HashMap<PathBuf, Arc<ScratchDatabase>>>> =
+        std::sync::OnceLock::new();
+    DATABASES.get_or_init(Mutex::default)
+}
+
+/// A new scratch database.
+pub fn scratch_database() -> Arc<ScratchDatabase> {
+    // The harness is synchronous, and may be called inside a runtime.
+    let created = std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(ScratchDatabase::create())
+    })
+    .join()
+    .expect("creating a scratch database");
+    Arc::new(created.unwrap_or_else(|error| panic!("{error}")))
+}
+
+fn write_config(dir: &Path, pki: &Pki, options: &Options, store: &str) -> PathBuf {
     let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
     let write = |name: &str, text: &str| {
         let path = dir.join(name);
@@ -440,8 +504,8 @@ fn write_config(dir: &Path, pki: &Pki, options: &Options, store: &Path) -> PathB
         options.rate.1
     );
     text.push_str(&format!(
-        "[store]\nsqlite = \"{}\"\n\n[policies]\ndirectory = \"{}\"\n\n[mappings]\ndirectory = \"{}\"\n\n",
-        store.display(),
+        "[store]\n{}\n\n[policies]\ndirectory = \"{}\"\n\n[mappings]\ndirectory = \"{}\"\n\n",
+        store,
         repository.join("config/policies").display(),
         repository.join("config/mappings").display()
     ));

@@ -34,6 +34,8 @@ struct Script {
     /// Statuses to answer, in order; then `otherwise`.
     next: VecDeque<u16>,
     otherwise: u16,
+    /// How long to wait before answering.
+    delay: Duration,
     received: Vec<Received>,
 }
 
@@ -80,6 +82,11 @@ impl Receiver {
         self.script.lock().expect("script").received.clone()
     }
 
+    /// Waits this long before answering each request (a slow receiver).
+    pub fn delay(&self, delay: Duration) {
+        self.script.lock().expect("script").delay = delay;
+    }
+
     /// The requests answered 2xx.
     pub fn accepted(&self) -> Vec<Received> {
         self.received()
@@ -119,6 +126,10 @@ async fn receive(
             .unwrap_or_default()
             .to_owned()
     };
+    let delay = script.lock().expect("script").delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let mut script = script.lock().expect("script");
     let status = script.next.pop_front().unwrap_or(script.otherwise);
     script.received.push(Received {
