@@ -10,14 +10,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use common::gateway::{
-    TestGateway, accepted_referral, bearer, consent, new_id, organisation, referral,
+    TestGateway, accepted_referral, bearer, consent, new_id, on_postgres, organisation, referral,
 };
-use passerelle::audit::{self, AuditKind};
+use passerelle::audit::{AuditEntry, AuditKind};
 use passerelle::config::{GatewayConfig, Organisation};
 use passerelle::error::Error;
 use passerelle::gateway::{GATEWAY_ACTOR, Gateway, Submission};
 use passerelle::policy::Policy;
-use passerelle::store::{NewStatusEvent, ReferralStore, SqliteStore, Store, StoreLocation};
+use passerelle::store::postgres::ScratchDatabase;
+use passerelle::store::{NewStatusEvent, ReferralStore, Store, StoreLocation};
 use passerelle::telemetry::Metrics;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -161,13 +162,15 @@ async fn an_illegal_transition_is_refused_with_an_explanation_and_audited() {
     assert!(statuses(&gateway, &referral_id).await.is_empty());
 
     // The refusal is in the audit log, by its ids and codes.
-    let connection = rusqlite::Connection::open(&gateway.store).expect("open the store");
-    let entries: Vec<Value> = connection
-        .prepare("SELECT entry FROM audit_log ORDER BY seq")
-        .expect("query")
-        .query_map([], |row| row.get::<_, String>(0))
-        .expect("rows")
-        .map(|entry| serde_json::from_str(&entry.expect("row")).expect("JSON entry"))
+    let store = Store::open(&StoreLocation::parse(&gateway.store_location))
+        .await
+        .expect("open the store");
+    let entries: Vec<Value> = store
+        .audit_entries()
+        .await
+        .expect("the audit log")
+        .into_iter()
+        .map(|chained| serde_json::to_value(chained.entry).expect("JSON entry"))
         .collect();
     let refusal = entries
         .iter()
@@ -265,19 +268,31 @@ allow = ["event_id", "schema_version", "referral_id", "status", "occurred_at", "
          "rejection_reason", "outcome", "appointment_at"]
 "#;
 
-/// A gateway over the example configuration and a fresh store in `folder`.
-fn library_gateway(folder: &Path) -> Gateway {
+/// A gateway over the example configuration and a fresh store: an SQLite
+/// file in `folder`, or a scratch PostgreSQL database when the tests run
+/// there (kept alive by the returned guard).
+async fn library_gateway(folder: &Path) -> (Gateway, Option<ScratchDatabase>) {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/passerelle.toml");
     let mut config = GatewayConfig::load(&file).expect("the example configuration");
-    config.store = StoreLocation::Sqlite(folder.join("store.db"));
+    let database = if on_postgres() {
+        Some(
+            ScratchDatabase::create()
+                .await
+                .expect("PostgreSQL for tests"),
+        )
+    } else {
+        None
+    };
+    config.store = match &database {
+        Some(database) => StoreLocation::Postgres(database.url.clone()),
+        None => StoreLocation::Sqlite(folder.join("store.db")),
+    };
     config.policies.push(
         Policy::parse(OPERATOR_STATUS_POLICY, "operator-status-test.toml")
             .expect("the operator status policy"),
     );
-    let store = Arc::new(Store::Sqlite(
-        SqliteStore::open(folder.join("store.db")).expect("open the store"),
-    ));
-    Gateway::new(config, store, Metrics::new())
+    let store = Arc::new(Store::open(&config.store).await.expect("open the store"));
+    (Gateway::new(config, store, Metrics::new()), database)
 }
 
 fn member<'a>(gateway: &'a Gateway, id: &str) -> &'a Organisation {
@@ -324,34 +339,30 @@ async fn library_post(gateway: &Gateway, caller: &str, event: &Value) -> Result<
 }
 
 /// The status-event messages queued for a referral: (message id, destination, payload).
-fn queued_events(store: &Path, referral_id: &str) -> Vec<(String, String, Value)> {
-    let connection = rusqlite::Connection::open(store).expect("open the store");
-    connection
-        .prepare(
-            "SELECT message_id, destination, payload FROM outbox
-             WHERE referral_id = ?1 AND kind = 'status_event' ORDER BY destination",
-        )
-        .expect("query")
-        .query_map([referral_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get::<_, String>(2)?))
-        })
-        .expect("rows")
-        .map(|row| {
-            let (message_id, destination, payload) = row.expect("row");
+async fn queued_events(gateway: &Gateway, referral_id: &str) -> Vec<(String, String, Value)> {
+    let mut queued: Vec<(String, String, Value)> = gateway
+        .store()
+        .outbox_messages(None, None, 10_000)
+        .await
+        .expect("the outbox")
+        .into_iter()
+        .filter(|message| message.referral_id == referral_id && message.kind == "status_event")
+        .map(|message| {
             (
-                message_id,
-                destination,
-                serde_json::from_str(&payload).expect("JSON payload"),
+                message.message_id,
+                message.destination,
+                serde_json::from_str(&message.payload).expect("JSON payload"),
             )
         })
-        .collect()
+        .collect();
+    queued.sort_by(|left, right| left.1.cmp(&right.1));
+    queued
 }
 
 #[tokio::test]
 async fn referrals_nobody_decided_on_expire_once_and_both_sides_are_told() {
     let folder = tempfile::tempdir().expect("temporary folder");
-    let gateway = library_gateway(folder.path());
-    let store_file = folder.path().join("store.db");
+    let (gateway, _database) = library_gateway(folder.path()).await;
     let forgotten = library_referral(&gateway).await;
     let received = library_referral(&gateway).await;
     let decided = library_referral(&gateway).await;
@@ -406,7 +417,7 @@ async fn referrals_nobody_decided_on_expire_once_and_both_sides_are_told() {
     assert_eq!(occurred_at, accepted_at + thirty_days);
 
     // Both sides are told, each under its own message id, the same event.
-    let queued = queued_events(&store_file, &forgotten);
+    let queued = queued_events(&gateway, &forgotten).await;
     let destinations: Vec<&str> = queued.iter().map(|(_, to, _)| to.as_str()).collect();
     assert_eq!(destinations, [FRANCE_TRAVAIL, KONEXIO]);
     assert_ne!(queued[0].0, queued[1].0);
@@ -433,7 +444,7 @@ async fn referrals_nobody_decided_on_expire_once_and_both_sides_are_told() {
         .await
         .expect("expiry");
     assert!(again.is_empty(), "{again:?}");
-    assert_eq!(queued_events(&store_file, &forgotten), queued);
+    assert_eq!(queued_events(&gateway, &forgotten).await, queued);
 
     // Expired is final.
     let late = library_post(
@@ -457,7 +468,7 @@ async fn referrals_nobody_decided_on_expire_once_and_both_sides_are_told() {
 #[tokio::test]
 async fn an_event_checked_against_an_outdated_history_is_not_stored() {
     let folder = tempfile::tempdir().expect("temporary folder");
-    let gateway = library_gateway(folder.path());
+    let (gateway, _database) = library_gateway(folder.path()).await;
     let referral_id = library_referral(&gateway).await;
     library_post(
         &gateway,
@@ -484,7 +495,7 @@ async fn an_event_checked_against_an_outdated_history_is_not_stored() {
                 preceding_events: 0,
                 forward: Vec::new(),
             },
-            audit::AuditEntry::new(AuditKind::StatusEventRecorded).actor(FRANCE_TRAVAIL),
+            AuditEntry::new(AuditKind::StatusEventRecorded).actor(FRANCE_TRAVAIL),
         )
         .await;
     assert!(matches!(written, Err(Error::Conflict(_))), "{written:?}");
