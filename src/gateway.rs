@@ -477,6 +477,14 @@ impl Gateway {
                 "/recipient/organisation/siret",
             )
         })?;
+        // The sender and the recipient are who the configuration says they
+        // are: what a referral claims about their kind and name is replaced,
+        // so that no recipient trusts a sender's word for it and the policies'
+        // rules on the sender's kind and name see the truth.
+        let mut referral = referral;
+        referral.sender.organisation = as_configured(&caller.party, &referral.sender.organisation);
+        referral.recipient.organisation =
+            as_configured(&recipient.party, &referral.recipient.organisation);
         let now = Utc::now();
         let purpose = Purpose::orientation();
         let record = self
@@ -1285,6 +1293,19 @@ fn metric_format(format: &str) -> &'static str {
         .find(|name| **name == format)
         .copied()
         .unwrap_or("other")
+}
+
+/// An organisation as the configuration declares it; the name the message
+/// gave is kept only when the configuration names none.
+fn as_configured(
+    configured: &crate::model::common::Organisation,
+    declared: &crate::model::common::Organisation,
+) -> crate::model::common::Organisation {
+    crate::model::common::Organisation {
+        siret: configured.siret.clone(),
+        kind: configured.kind,
+        name: configured.name.clone().or_else(|| declared.name.clone()),
+    }
 }
 
 /// The environment variable that breaks a test build on purpose (see

@@ -179,14 +179,6 @@ impl Store {
         dispatch!(self, store => store.purge(before, dead, now, actor).await)
     }
 
-    /// Appends one audit entry in a transaction of its own; its `seq`.
-    pub async fn append_audit(&self, entry: AuditEntry) -> Result<u64, Error> {
-        match self {
-            Self::Sqlite(store) => crate::audit::append_entry(store, entry).await,
-            Self::Postgres(store) => super::postgres::append_entry(store, entry).await,
-        }
-    }
-
     /// Every entry of the audit log, in order.
     pub async fn audit_entries(&self) -> Result<Vec<ChainedEntry>, Error> {
         match self {
