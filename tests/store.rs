@@ -256,6 +256,44 @@ async fn the_state_survives_reopening() {
     assert_eq!(stored.state_at(january(3)), ConsentState::Objected);
 }
 
+/// The store keeps the records it has read decoded in memory: an event
+/// appended by another process on the same file (here another store, as
+/// `passerelle consent` would be) must still be seen at the next read.
+#[tokio::test]
+async fn a_record_read_again_sees_events_appended_by_another_process() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let record = given_record();
+    let gateway = open(&directory);
+    gateway.put_record(record.clone()).await.expect("put");
+    let first = gateway
+        .record(record.record_id)
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!(first.state_at(january(3)), ConsentState::Active);
+
+    let other_process = open(&directory);
+    other_process
+        .append_event(
+            record.record_id,
+            event(ConsentEventKind::Withdrawn, january(2)),
+        )
+        .await
+        .expect("append from another store");
+    other_process.close().expect("closes");
+
+    let again = gateway
+        .record(record.record_id)
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!(again.events.len(), first.events.len() + 1);
+    assert_eq!(again.state_at(january(3)), ConsentState::Withdrawn);
+    // A record never stored is still absent, however often it is asked for.
+    let unknown = record_numbered(7).record_id;
+    assert!(gateway.record(unknown).await.expect("read").is_none());
+}
+
 #[tokio::test]
 async fn an_acknowledged_record_survives_a_store_never_shut_down() {
     let directory = tempfile::tempdir().expect("temporary directory");

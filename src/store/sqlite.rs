@@ -16,11 +16,19 @@
 //! writer. They are point lookups by primary key, short enough to run inline
 //! in the calling task.
 //!
+//! Every accepted referral reads its consent record. Records are immutable
+//! and their events append-only (triggers forbid the rest), so the records
+//! read are kept decoded in memory with their number of events, and a read
+//! asks the file only how many events the record has now: the same number
+//! means the cached record is the stored one, whoever wrote the file (another
+//! process such as `passerelle consent` included); another number reloads it.
+//!
 //! # Migrations
 //! `migrations/sqlite/NNNN_name.sql`, embedded in the binary, applied in order
 //! at open; the applied versions are kept in `schema_migrations`. A file
 //! migrated by a newer Passerelle is refused rather than misread.
 
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +55,8 @@ const QUEUE: usize = 4096;
 const MAX_IDLE_READERS: usize = 4;
 /// How long a connection waits for a lock held by another process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Consent records kept decoded; past this many the cache starts over.
+const MAX_CACHED_RECORDS: usize = 4096;
 
 /// The migrations, in order: version, name, SQL.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -78,6 +88,7 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<Box<dyn WriteJob>>,
     writer: Option<JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
+    records: Mutex<HashMap<RecordId, ConsentRecord>>,
     commits: Arc<AtomicU64>,
 }
 
@@ -116,6 +127,7 @@ impl SqliteStore {
             jobs,
             writer: Some(writer),
             readers: Mutex::new(Vec::new()),
+            records: Mutex::new(HashMap::new()),
             commits,
         })
     }
@@ -203,7 +215,24 @@ impl ConsentStore for SqliteStore {
     }
 
     async fn record(&self, record_id: RecordId) -> Result<Option<ConsentRecord>, Error> {
-        self.read(|connection| load(connection, record_id))
+        let cached = self
+            .records
+            .lock()
+            .ok()
+            .and_then(|records| records.get(&record_id).cloned());
+        let (record, reloaded) = self.read(|connection| match cached {
+            Some(record) if event_count(connection, record_id)? == Some(record.events.len()) => {
+                Ok((Some(record), false))
+            }
+            _ => Ok((load(connection, record_id)?, true)),
+        })?;
+        if reloaded && let (Some(record), Ok(mut records)) = (&record, self.records.lock()) {
+            if records.len() >= MAX_CACHED_RECORDS {
+                records.clear();
+            }
+            records.insert(record_id, record.clone());
+        }
+        Ok(record)
     }
 }
 
@@ -481,6 +510,22 @@ fn insert_event(
         })
         .map_err(storage("appending a consent event"))?;
     Ok(())
+}
+
+/// How many events the record has, or `None` if it is not stored.
+fn event_count(connection: &Connection, record_id: RecordId) -> Result<Option<usize>, Error> {
+    connection
+        .prepare_cached(
+            "SELECT (SELECT count(*) FROM consent_events WHERE record_id = ?1)
+             FROM consent_records WHERE record_id = ?1",
+        )
+        .and_then(|mut query| {
+            query
+                .query_row([record_id.to_string()], |row| row.get::<_, i64>(0))
+                .optional()
+        })
+        .map_err(storage("counting consent events"))
+        .map(|count| count.and_then(|count| usize::try_from(count).ok()))
 }
 
 /// Reads a record and its events (call inside a transaction for a consistent view).
