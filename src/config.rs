@@ -85,6 +85,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// The most connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// The most requests handled at once, health checks aside; more wait,
+    /// their bodies unread, so memory stays bounded however many connections send.
+    pub max_requests_in_flight: usize,
     /// Requests per second allowed to one organisation, on average.
     pub rate_per_second: u32,
     /// Requests one organisation may send in a burst above the average.
@@ -287,6 +290,8 @@ struct ServerFile {
     idle_timeout_seconds: u64,
     #[serde(default = "defaults::max_connections")]
     max_connections: usize,
+    #[serde(default = "defaults::max_requests_in_flight")]
+    max_requests_in_flight: usize,
     #[serde(default)]
     rate_limit: RateLimitFile,
     #[serde(default = "defaults::shutdown_grace_seconds")]
@@ -483,6 +488,9 @@ mod defaults {
     pub(super) fn max_connections() -> usize {
         1024
     }
+    pub(super) fn max_requests_in_flight() -> usize {
+        128
+    }
     pub(super) fn shutdown_grace_seconds() -> u64 {
         30
     }
@@ -601,6 +609,10 @@ fn server(name: &str, folder: &Path, file: ServerFile) -> Result<ServerConfig, E
     positive("server.idle_timeout_seconds", file.idle_timeout_seconds)?;
     positive("server.max_connections", file.max_connections as u64)?;
     positive(
+        "server.max_requests_in_flight",
+        file.max_requests_in_flight as u64,
+    )?;
+    positive(
         "server.rate_limit.requests_per_second",
         u64::from(file.rate_limit.requests_per_second),
     )?;
@@ -613,6 +625,7 @@ fn server(name: &str, folder: &Path, file: ServerFile) -> Result<ServerConfig, E
         request_timeout: Duration::from_secs(file.request_timeout_seconds),
         idle_timeout: Duration::from_secs(file.idle_timeout_seconds),
         max_connections: file.max_connections,
+        max_requests_in_flight: file.max_requests_in_flight,
         rate_per_second: file.rate_limit.requests_per_second,
         rate_burst: file.rate_limit.burst,
         shutdown_grace: Duration::from_secs(file.shutdown_grace_seconds),

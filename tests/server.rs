@@ -909,6 +909,62 @@ async fn connections_beyond_the_bound_wait_for_a_slot() {
     assert_eq!(served.status(), StatusCode::OK);
 }
 
+/// Beyond `max_requests_in_flight`, requests wait (their bodies unread) until
+/// one in flight is answered; health checks never wait.
+#[tokio::test]
+async fn requests_beyond_the_in_flight_bound_wait_for_one_to_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gateway = TestGateway::start_with(Options {
+        tls: false,
+        max_requests_in_flight: 1,
+        ..Options::default()
+    });
+    let record_id = store_consent(&gateway).await;
+    let body = referral(&new_id(), &record_id).to_string();
+    let (first_half, second_half) = body.as_bytes().split_at(body.len() / 2);
+    // The one request in flight: its head and half its body, then nothing.
+    let mut holder = tokio::net::TcpStream::connect(gateway.address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST {REFERRALS} HTTP/1.1\r\nhost: localhost\r\nauthorization: {}\r\ncontent-type: {V2}\r\ncontent-length: {}\r\n\r\n",
+        bearer(KONEXIO),
+        body.len()
+    );
+    holder.write_all(head.as_bytes()).await.expect("head");
+    holder.write_all(first_half).await.expect("first half");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let http = gateway.client();
+    let health = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        http.get(gateway.url("/healthz")).send(),
+    )
+    .await
+    .expect("health checks do not wait")
+    .expect("health");
+    assert_eq!(health.status(), StatusCode::OK);
+    let read_consent = http
+        .get(gateway.url(&format!("/v1/consents/{record_id}")))
+        .header("authorization", bearer(KONEXIO))
+        .send();
+    tokio::pin!(read_consent);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(1), &mut read_consent)
+            .await
+            .is_err(),
+        "answered while the only request slot was taken"
+    );
+
+    holder.write_all(second_half).await.expect("second half");
+    let mut answer = vec![0_u8; 4096];
+    let read = holder.read(&mut answer).await.expect("answer");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let served = read_consent.await.expect("served once the slot is free");
+    assert_eq!(served.status(), StatusCode::OK);
+}
+
 /// A CSV file whose header does not match its mapping is refused as a whole,
 /// with a problem naming the column, and nothing is stored.
 #[tokio::test]

@@ -12,7 +12,8 @@
 //! # Protection
 //! Bodies over the configured size are refused (413) before they are read in
 //! full; JSON nesting is bounded; each request has a timeout; connections wait
-//! to be accepted beyond `max_connections`; TLS handshakes and silent
+//! to be accepted beyond `max_connections`, and requests to be handled beyond
+//! `max_requests_in_flight` (bounding memory); TLS handshakes and silent
 //! connections time out; each organisation has a request rate (429 with
 //! `Retry-After`). On SIGINT or SIGTERM the gateway stops accepting, lets
 //! in-flight requests finish (up to `shutdown_grace_seconds`) and closes the
@@ -50,6 +51,8 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     /// Authentication and rate limits.
     pub auth: Arc<Authenticator>,
+    /// Permits for requests in flight (`server.max_requests_in_flight`).
+    in_flight: Arc<Semaphore>,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -57,9 +60,13 @@ impl AppState {
     /// State over a gateway.
     pub fn new(gateway: Arc<Gateway>) -> Self {
         let auth = Arc::new(Authenticator::new(&gateway.config().server));
+        let in_flight = Arc::new(Semaphore::new(
+            gateway.config().server.max_requests_in_flight,
+        ));
         Self {
             gateway,
             auth,
+            in_flight,
             shutting_down: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -71,12 +78,35 @@ impl AppState {
 }
 
 /// The whole application: HTTP routes and gRPC services in one router, with
-/// the request timeout.
+/// the limit on requests in flight and the request timeout (which counts the
+/// wait for the limit).
 pub fn app(state: AppState) -> Router {
     http::router(state.clone())
         .merge(grpc::routes(state.clone()).into_axum_router())
         .fallback(http::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit_in_flight,
+        ))
         .layer(axum::middleware::from_fn_with_state(state, request_timeout))
+}
+
+/// Lets at most `server.max_requests_in_flight` requests run at once, until
+/// their answer's head. The others wait here before their body is read, so a
+/// thousand connections sending at once cost a thousand connection buffers,
+/// not a thousand decoded referrals. Health checks never wait.
+async fn limit_in_flight(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path();
+    if path == "/healthz" || path == "/readyz" || path.starts_with("/grpc.health.v1.") {
+        return next.run(request).await;
+    }
+    // The semaphore is never closed, so the permit always comes.
+    let _permit = state.in_flight.acquire().await;
+    next.run(request).await
 }
 
 /// Answers a request that takes longer than the configured timeout (until

@@ -100,6 +100,8 @@ pub struct Options {
     pub idle_timeout_seconds: u64,
     /// The most connections served at once.
     pub max_connections: usize,
+    /// The most requests handled at once.
+    pub max_requests_in_flight: usize,
     /// A configuration file to start with instead of the one written from
     /// these options (which then only say whether it serves TLS).
     pub config: Option<PathBuf>,
@@ -121,6 +123,7 @@ impl Default for Options {
             environment: Vec::new(),
             idle_timeout_seconds: 30,
             max_connections: 1024,
+            max_requests_in_flight: 128,
             config: None,
             database: None,
         }
@@ -496,10 +499,11 @@ fn write_config(dir: &Path, pki: &Pki, options: &Options, store: &str) -> PathBu
         "plain_http = true\n"
     };
     let mut text = format!(
-        "[server]\nlisten = \"{listen}\"\n{plain}max_body_bytes = {}\nrequest_timeout_seconds = 30\nidle_timeout_seconds = {}\nmax_connections = {}\nshutdown_grace_seconds = 20\nrate_limit = {{ requests_per_second = {}, burst = {} }}\n{transport}\n",
+        "[server]\nlisten = \"{listen}\"\n{plain}max_body_bytes = {}\nrequest_timeout_seconds = 30\nidle_timeout_seconds = {}\nmax_connections = {}\nmax_requests_in_flight = {}\nshutdown_grace_seconds = 20\nrate_limit = {{ requests_per_second = {}, burst = {} }}\n{transport}\n",
         options.max_body_bytes,
         options.idle_timeout_seconds,
         options.max_connections,
+        options.max_requests_in_flight,
         options.rate.0,
         options.rate.1
     );
