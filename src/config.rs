@@ -60,7 +60,8 @@ pub struct DeliverySettings {
     pub lease: Duration,
     /// Messages claimed at once.
     pub batch: u32,
-    /// Attempts in flight at once.
+    /// Requests to destinations at once (an attempt gives its slot back
+    /// once answered, before its outcome commits).
     pub concurrency: usize,
     /// A referral with no status event for this long expires (DORA: 30 days).
     pub expiry: Duration,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tracing::Instrument;
 
 use super::grpc_push::GrpcSender;
@@ -27,7 +27,12 @@ use crate::formats::{self, Context, FormatOptions};
 use crate::gateway::Gateway;
 use crate::model::status::StatusEvent;
 use crate::model::{Message, v2};
-use crate::store::{ConsentStore, OutboxMessage, Outcome, ReferralStore};
+use crate::store::{ConsentStore, OutboxMessage, Outcome, ReferralStore, claim_share};
+
+/// Attempts in flight (sent or being sent, outcome not yet committed) per
+/// sending permit: recording an outcome waits for a commit, which must not
+/// hold a request slot meanwhile.
+const IN_FLIGHT_PER_SENDER: usize = 8;
 
 /// The actor named in the audit entries the worker writes.
 pub const ACTOR: &str = crate::gateway::GATEWAY_ACTOR;
@@ -81,7 +86,12 @@ impl Worker {
     /// Runs until `shutdown` turns true, then lets the attempts in flight finish.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let settings = self.gateway.config().delivery.clone();
-        let permits = Arc::new(Semaphore::new(settings.concurrency));
+        // `sending` bounds the requests to destinations at once; `in_flight`
+        // the attempts not yet recorded, which go on waiting for their commit
+        // after their request has given its sending permit back.
+        let sending = Arc::new(Semaphore::new(settings.concurrency));
+        let in_flight_limit = settings.concurrency.saturating_mul(IN_FLIGHT_PER_SENDER);
+        let in_flight = Arc::new(Semaphore::new(in_flight_limit));
         let worker = Arc::new(self);
         let mut depth_measured: Option<Instant> = None;
         loop {
@@ -100,16 +110,23 @@ impl Worker {
                 Ok(messages) => {
                     let claimed = messages.len();
                     for message in messages {
-                        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                        // A claimed message waits here, not in a task, so
+                        // that its lease starts running out only once sent.
+                        let Ok(recording) = Arc::clone(&in_flight).acquire_owned().await else {
+                            break;
+                        };
+                        let Ok(sending) = Arc::clone(&sending).acquire_owned().await else {
                             break;
                         };
                         let worker = Arc::clone(&worker);
                         tokio::spawn(async move {
-                            worker.deliver(message).await;
-                            drop(permit);
+                            worker.deliver(message, sending).await;
+                            drop(recording);
                         });
                     }
-                    if claimed as u32 >= settings.batch {
+                    // A destination got its whole share: more may be due.
+                    let share = claim_share(settings.batch, worker.senders.len());
+                    if claimed as u32 >= share {
                         continue;
                     }
                 }
@@ -122,8 +139,8 @@ impl Worker {
             }
         }
         // Attempts in flight finish; their outcomes are recorded.
-        let _ = permits
-            .acquire_many(u32::try_from(settings.concurrency).unwrap_or(u32::MAX))
+        let _ = in_flight
+            .acquire_many(u32::try_from(in_flight_limit).unwrap_or(u32::MAX))
             .await;
     }
 
@@ -153,7 +170,7 @@ impl Worker {
             .await
     }
 
-    async fn deliver(&self, message: OutboxMessage) {
+    async fn deliver(&self, message: OutboxMessage, sending: OwnedSemaphorePermit) {
         let span = tracing::info_span!(
             "deliver",
             message_id = %message.message_id,
@@ -161,14 +178,24 @@ impl Worker {
             destination = %message.destination,
             attempt = message.attempts
         );
-        if let Err(error) = self.attempt(&message).instrument(span.clone()).await {
+        if let Err(error) = self
+            .attempt(&message, sending)
+            .instrument(span.clone())
+            .await
+        {
             span.in_scope(
                 || tracing::error!(error = %error, "a delivery attempt could not be recorded"),
             );
         }
     }
 
-    async fn attempt(&self, message: &OutboxMessage) -> Result<(), Error> {
+    /// Sends `message` under the `sending` permit, given back as soon as the
+    /// destination has answered, then records the outcome.
+    async fn attempt(
+        &self,
+        message: &OutboxMessage,
+        sending: OwnedSemaphorePermit,
+    ) -> Result<(), Error> {
         let config = self.gateway.config();
         let store = self.gateway.store();
         let metrics = self.gateway.metrics();
@@ -215,6 +242,7 @@ impl Worker {
             Sender::Grpc(sender) => sender.send(&outbound).await,
         };
         let latency = started.elapsed();
+        drop(sending);
         let now = Utc::now();
         let delivery = &destination.delivery;
         let age = now

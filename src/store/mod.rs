@@ -25,6 +25,7 @@ pub mod sqlite;
 
 pub use any::Store;
 pub use location::StoreLocation;
+pub(crate) use outbox::claim_share;
 pub use outbox::{OutboxMessage, Outcome};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

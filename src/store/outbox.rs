@@ -92,14 +92,55 @@ fn message(row: &Row<'_>) -> rusqlite::Result<OutboxMessage> {
     })
 }
 
+/// Each destination's share of a claim of `limit` messages over `destinations`
+/// destinations (at least one message each, so none is starved).
+pub(crate) fn claim_share(limit: u32, destinations: usize) -> u32 {
+    let destinations = u32::try_from(destinations).unwrap_or(u32::MAX).max(1);
+    limit.div_ceil(destinations).max(1)
+}
+
+/// Claims one destination's due messages: ?1 lease end, ?2 now, ?3 the
+/// destination, ?4 how many.
+fn claim_sql() -> String {
+    format!(
+        "UPDATE outbox SET lease_until = ?1, attempts = attempts + 1, updated_at = ?2
+         WHERE seq IN (
+             SELECT seq FROM outbox INDEXED BY outbox_claimable
+             WHERE state = 'queued' AND destination = ?3
+               AND next_attempt_at <= ?2
+               AND (lease_until IS NULL OR lease_until <= ?2)
+               AND NOT EXISTS (SELECT 1 FROM disabled_destinations WHERE destination = ?3)
+             ORDER BY next_attempt_at, seq LIMIT ?4)
+         RETURNING {COLUMNS}"
+    )
+}
+
+/// Leases messages of a pull inbox: ?1 lease end, ?2 now, ?3 the
+/// destination, ?4 the cursor, ?5 how many. Named index: without it SQLite
+/// prefers `outbox_claimable` for the range on `next_attempt_at`, then sorts.
+fn lease_inbox_sql() -> String {
+    format!(
+        "UPDATE outbox SET lease_until = ?1, attempts = attempts + 1, updated_at = ?2
+         WHERE seq IN (
+             SELECT seq FROM outbox INDEXED BY outbox_inbox
+             WHERE state = 'queued' AND destination = ?3
+               AND next_attempt_at <= ?2
+               AND (seq > ?4 OR lease_until IS NOT NULL)
+               AND (lease_until IS NULL OR lease_until <= ?2)
+             ORDER BY seq LIMIT ?5)
+         RETURNING {COLUMNS}"
+    )
+}
+
 /// The store's time format: RFC 3339 UTC with microseconds, which orders as text.
 pub(crate) fn time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 impl SqliteStore {
-    /// Claims up to `limit` due messages for the push `destinations`: each is
-    /// leased until `lease_until` and its attempt counted, in one commit.
+    /// Claims due messages for the push `destinations`, up to an equal share
+    /// of `limit` each ([`claim_share`]), earliest due first: each is leased
+    /// until `lease_until` and its attempt counted, in one commit.
     pub async fn claim_due(
         &self,
         destinations: Vec<String>,
@@ -110,30 +151,24 @@ impl SqliteStore {
         if destinations.is_empty() {
             return Ok(Vec::new());
         }
+        let share = claim_share(limit, destinations.len());
         self.write(move |connection| {
-            let list = serde_json::to_string(&destinations)
-                .map_err(|error| Error::Internal(format!("encoding destinations: {error}")))?;
-            let sql = format!(
-                "UPDATE outbox SET lease_until = ?1, attempts = attempts + 1, updated_at = ?2
-                 WHERE seq IN (
-                     SELECT seq FROM outbox
-                     WHERE state = 'queued'
-                       AND destination IN (SELECT value FROM json_each(?3))
-                       AND destination NOT IN (SELECT destination FROM disabled_destinations)
-                       AND next_attempt_at <= ?2
-                       AND (lease_until IS NULL OR lease_until <= ?2)
-                     ORDER BY seq LIMIT ?4)
-                 RETURNING {COLUMNS}"
-            );
+            // One destination at a time, so that each claim walks the partial
+            // index `outbox_claimable` in order and stops after `share` rows,
+            // whatever the backlog (migration 0005).
             let mut query = connection
-                .prepare_cached(&sql)
+                .prepare_cached(&claim_sql())
                 .map_err(storage("claiming messages"))?;
-            let rows = query
-                .query_map(params![time(lease_until), time(now), list, limit], message)
-                .map_err(storage("claiming messages"))?;
-            let mut claimed = rows
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(storage("claiming messages"))?;
+            let (lease_until, now) = (time(lease_until), time(now));
+            let mut claimed = Vec::new();
+            for destination in &destinations {
+                let rows = query
+                    .query_map(params![lease_until, now, destination, share], message)
+                    .map_err(storage("claiming messages"))?;
+                for row in rows {
+                    claimed.push(row.map_err(storage("claiming messages"))?);
+                }
+            }
             claimed.sort_by_key(|message| message.seq);
             Ok(claimed)
         })
@@ -152,19 +187,8 @@ impl SqliteStore {
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<OutboxMessage>, Error> {
         self.write(move |connection| {
-            let sql = format!(
-                "UPDATE outbox SET lease_until = ?1, attempts = attempts + 1, updated_at = ?2
-                 WHERE seq IN (
-                     SELECT seq FROM outbox
-                     WHERE state = 'queued' AND destination = ?3
-                       AND next_attempt_at <= ?2
-                       AND (seq > ?4 OR lease_until IS NOT NULL)
-                       AND (lease_until IS NULL OR lease_until <= ?2)
-                     ORDER BY seq LIMIT ?5)
-                 RETURNING {COLUMNS}"
-            );
             let mut query = connection
-                .prepare_cached(&sql)
+                .prepare_cached(&lease_inbox_sql())
                 .map_err(storage("leasing an inbox"))?;
             let rows = query
                 .query_map(
@@ -490,4 +514,54 @@ fn set_referral_state(
         .and_then(|mut update| update.execute(params![referral_id, state]))
         .map_err(storage("updating a referral's state"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's plan for `sql`, one line per step.
+    fn plan(store: &SqliteStore, sql: &str, parameters: &[&dyn rusqlite::ToSql]) -> String {
+        store
+            .read(|connection| {
+                let mut query = connection
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .map_err(storage("explaining"))?;
+                let steps = query
+                    .query_map(parameters, |row| row.get::<_, String>(3))
+                    .map_err(storage("explaining"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(storage("explaining"))?;
+                Ok(steps.join("\n"))
+            })
+            .expect("plan")
+    }
+
+    /// Claims and inbox leases walk a partial index in the order they take
+    /// messages and stop at their limit: no sort of every due message, whose
+    /// cost would grow with the backlog.
+    #[test]
+    fn claims_and_leases_read_in_index_order_whatever_the_backlog() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let store = SqliteStore::open(directory.path().join("store.db")).expect("open");
+        let now = time(Utc::now());
+        let claim = plan(&store, &claim_sql(), params![now, now, "destination", 64]);
+        assert!(claim.contains("USING INDEX outbox_claimable"), "{claim}");
+        assert!(!claim.contains("TEMP B-TREE"), "{claim}");
+        let lease = plan(
+            &store,
+            &lease_inbox_sql(),
+            params![now, now, "destination", 0, 64],
+        );
+        assert!(lease.contains("USING INDEX outbox_inbox"), "{lease}");
+        assert!(!lease.contains("TEMP B-TREE"), "{lease}");
+    }
+
+    #[test]
+    fn each_destination_gets_an_equal_share_of_a_claim() {
+        assert_eq!(claim_share(64, 1), 64);
+        assert_eq!(claim_share(64, 3), 22);
+        assert_eq!(claim_share(2, 5), 1);
+        assert_eq!(claim_share(64, 0), 64);
+    }
 }

@@ -80,6 +80,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0004_delivery",
         include_str!("../../migrations/sqlite/0004_delivery.sql"),
     ),
+    (
+        5,
+        "0005_outbox_claim_index",
+        include_str!("../../migrations/sqlite/0005_outbox_claim_index.sql"),
+    ),
 ];
 
 /// A store in one SQLite file.
@@ -730,7 +735,7 @@ mod tests {
                 rows.collect::<Result<_, _>>().map_err(storage("versions"))
             })
             .expect("read");
-        assert_eq!(versions, vec![1, 2, 3, 4]);
+        assert_eq!(versions, vec![1, 2, 3, 4, 5]);
         let mode: String = store
             .read(|connection| {
                 connection

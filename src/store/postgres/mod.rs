@@ -41,11 +41,18 @@ pub use audit::{append_entry, audit_entries};
 
 /// The migrations, applied in order at start (`sqlx migrate` keeps track of
 /// them in `_sqlx_migrations`).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "outbox claim index",
+        include_str!("../../../migrations/postgres/0002_outbox_claim_index.sql"),
+    ),
+];
 
 /// The most connections a replica opens.
 const MAX_CONNECTIONS: u32 = 16;

@@ -15,7 +15,7 @@ use sqlx::{PgConnection, Row as _};
 
 use crate::audit::{AuditEntry, AuditKind};
 use crate::error::Error;
-use crate::store::{OutboxMessage, Outcome};
+use crate::store::{OutboxMessage, Outcome, claim_share};
 
 use super::{PgStore, storage, time};
 
@@ -63,9 +63,10 @@ fn messages(rows: &[PgRow], context: &'static str) -> Result<Vec<OutboxMessage>,
 }
 
 impl PgStore {
-    /// Claims up to `limit` due messages for the push `destinations`: each is
-    /// leased until `lease_until` and its attempt counted, in one commit.
-    /// Workers of several replicas claiming at once never get the same message.
+    /// Claims due messages for the push `destinations`, up to an equal share
+    /// of `limit` each ([`claim_share`]), earliest due first: each is leased
+    /// until `lease_until` and its attempt counted. Workers of several
+    /// replicas claiming at once never get the same message.
     pub async fn claim_due(
         &self,
         destinations: Vec<String>,
@@ -73,35 +74,40 @@ impl PgStore {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<OutboxMessage>, Error> {
-        if destinations.is_empty() {
-            return Ok(Vec::new());
+        let share = i64::from(claim_share(limit, destinations.len()));
+        let mut claimed = Vec::new();
+        // One destination at a time, so that each claim walks the partial
+        // index `outbox_claimable` in order and stops after `share` rows,
+        // whatever the backlog (migration 0002). Each statement is its own
+        // transaction: a row another worker is claiming is skipped, not
+        // waited for; one it claimed after this statement's snapshot is
+        // checked again once its lock is taken (READ COMMITTED), and then
+        // fails the lease condition.
+        for destination in &destinations {
+            let rows = sqlx::query(concat!(
+                "UPDATE outbox SET lease_until = $1, attempts = attempts + 1, updated_at = $2
+                 WHERE seq IN (
+                     SELECT seq FROM outbox
+                     WHERE state = 'queued' AND destination = $3
+                       AND next_attempt_at <= $2
+                       AND (lease_until IS NULL OR lease_until <= $2)
+                       AND NOT EXISTS (SELECT 1 FROM disabled_destinations WHERE destination = $3)
+                     ORDER BY next_attempt_at, seq LIMIT $4
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING ",
+                columns!()
+            ))
+            .bind(lease_until)
+            .bind(now)
+            .bind(destination)
+            .bind(share)
+            .fetch_all(self.pool())
+            .await
+            .map_err(storage("claiming messages"))?;
+            claimed.extend(messages(&rows, "claiming messages")?);
         }
-        // One statement, so one transaction. A row another worker is claiming
-        // is skipped, not waited for; one it claimed after this statement's
-        // snapshot is checked again once its lock is taken (READ COMMITTED),
-        // and then fails the lease condition.
-        let rows = sqlx::query(concat!(
-            "UPDATE outbox SET lease_until = $1, attempts = attempts + 1, updated_at = $2
-             WHERE seq IN (
-                 SELECT seq FROM outbox
-                 WHERE state = 'queued'
-                   AND destination = ANY($3)
-                   AND destination NOT IN (SELECT destination FROM disabled_destinations)
-                   AND next_attempt_at <= $2
-                   AND (lease_until IS NULL OR lease_until <= $2)
-                 ORDER BY seq LIMIT $4
-                 FOR UPDATE SKIP LOCKED)
-             RETURNING ",
-            columns!()
-        ))
-        .bind(lease_until)
-        .bind(now)
-        .bind(&destinations)
-        .bind(i64::from(limit))
-        .fetch_all(self.pool())
-        .await
-        .map_err(storage("claiming messages"))?;
-        messages(&rows, "claiming messages")
+        claimed.sort_by_key(|message| message.seq);
+        Ok(claimed)
     }
 
     /// Leases up to `limit` messages of `destination`'s inbox: those queued
