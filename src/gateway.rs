@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::{Instrument, info_span};
@@ -260,10 +261,11 @@ impl Gateway {
 
     /// Submits a CSV batch: each row is accepted or refused on its own (the
     /// API says so: a batch is not atomic), and its answer is sent to
-    /// `answers` in the rows' order as soon as its chunk is done. Rows are
-    /// decoded on a blocking thread as they are read and submitted 64 at a
-    /// time, so that their commits share fsyncs; memory holds a chunk, not
-    /// the file decoded nor its answers. An error of the whole file (its
+    /// `answers` in the rows' order as soon as it and the rows before it are
+    /// done. Rows are decoded on a blocking thread as they are read and up to
+    /// 128 are submitted at once, without waiting for a whole group to end,
+    /// so that their commits share fsyncs and the store's writer never idles;
+    /// memory holds those rows, not the file decoded nor its answers. An error of the whole file (its
     /// header, its encoding) ends the batch with `Err`.
     pub async fn submit_csv(
         &self,
@@ -271,7 +273,7 @@ impl Gateway {
         submission: Submission,
         answers: tokio::sync::mpsc::Sender<RowAnswer>,
     ) -> Result<(), Error> {
-        const CHUNK: usize = 64;
+        const IN_FLIGHT: usize = 128;
         let format = submission.format.clone();
         let (source, context) = self.prepare(caller, &submission)?;
         let Source::Mapping(mapping) = source else {
@@ -280,7 +282,7 @@ impl Gateway {
             )));
         };
         let body = submission.body;
-        let (rows, mut received) = tokio::sync::mpsc::channel(CHUNK * 2);
+        let (rows, mut received) = tokio::sync::mpsc::channel(IN_FLIGHT);
         let span = info_span!("decode", format = %format);
         let decoding = tokio::task::spawn_blocking(move || {
             span.in_scope(|| -> Result<(), Error> {
@@ -294,25 +296,25 @@ impl Gateway {
                 Ok(())
             })
         });
-        let mut chunk = Vec::with_capacity(CHUNK);
-        while received.recv_many(&mut chunk, CHUNK).await > 0 {
-            let format = format.as_str();
-            let submitted = chunk.drain(..).map(|(line, result)| async move {
-                RowAnswer {
-                    line,
-                    result: self.submit_record(caller, format, result).await,
-                }
-            });
-            for answer in futures_util::future::join_all(submitted).await {
-                if answers.send(answer).await.is_err() {
-                    // The client went away; the rows submitted so far stand.
-                    drop(received);
-                    return decoding.await.map_err(|_| {
-                        Error::Internal("the CSV decoding thread failed".to_owned())
-                    })?;
-                }
+        let format = format.as_str();
+        let mut submitted =
+            futures_util::stream::poll_fn(move |context| received.poll_recv(context))
+                .map(|(line, result)| async move {
+                    RowAnswer {
+                        line,
+                        result: self.submit_record(caller, format, result).await,
+                    }
+                })
+                .buffered(IN_FLIGHT);
+        while let Some(answer) = submitted.next().await {
+            if answers.send(answer).await.is_err() {
+                // The client went away; the rows submitted so far stand.
+                break;
             }
         }
+        // Dropping the stream drops the rows' receiver, which stops the
+        // decoding thread if it still runs.
+        drop(submitted);
         decoding
             .await
             .map_err(|_| Error::Internal("the CSV decoding thread failed".to_owned()))?
