@@ -265,8 +265,9 @@ impl Gateway {
     /// done. Rows are decoded on a blocking thread as they are read and up to
     /// 128 are submitted at once, without waiting for a whole group to end,
     /// so that their commits share fsyncs and the store's writer never idles;
-    /// memory holds those rows, not the file decoded nor its answers. An error of the whole file (its
-    /// header, its encoding) ends the batch with `Err`.
+    /// memory holds those rows, not the file decoded nor its answers. An
+    /// error of the whole file (its header, its encoding) ends the batch with
+    /// `Err`.
     pub async fn submit_csv(
         &self,
         caller: &Organisation,

@@ -110,8 +110,8 @@ impl Worker {
                 Ok(messages) => {
                     let claimed = messages.len();
                     for message in messages {
-                        // A claimed message waits here, not in a task, so
-                        // that its lease starts running out only once sent.
+                        // A claimed message waits here for its permits, not
+                        // in a task of its own: the tasks stay bounded.
                         let Ok(recording) = Arc::clone(&in_flight).acquire_owned().await else {
                             break;
                         };
