@@ -354,7 +354,12 @@ pub(crate) fn append(
     at: DateTime<Utc>,
     entry: &AuditEntry,
 ) -> Result<u64, Error> {
-    entry.check()?;
+    append_rendered(connection, &render(at, entry)?)
+}
+
+/// Appends an entry rendered beforehand (outside the single writer, which
+/// then only adds the `seq` and the hash), and returns its `seq`.
+pub(crate) fn append_rendered(connection: &Connection, entry: &Rendered) -> Result<u64, Error> {
     let last: Option<(i64, String)> = connection
         .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         .and_then(|mut query| {
@@ -367,14 +372,13 @@ pub(crate) fn append(
         Some((seq, hash)) => (seq + 1, hash),
         None => (1, GENESIS_HASH.to_owned()),
     };
-    let at = timestamp(at);
-    let text = canonical_entry(position(seq), &at, entry)?;
+    let text = entry.text(position(seq));
     let hash = chain_hash(&previous_hash, &text);
     connection
         .prepare_cached(
             "INSERT INTO audit_log (seq, at, entry, previous_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
         )
-        .and_then(|mut insert| insert.execute(params![seq, at, text, previous_hash, hash]))
+        .and_then(|mut insert| insert.execute(params![seq, entry.at, text, previous_hash, hash]))
         .map_err(storage("appending to the audit log"))?;
     Ok(position(seq))
 }
@@ -954,18 +958,52 @@ pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-/// The canonical JSON of `entry` with its `seq` and `at` (see the module doc).
-pub(crate) fn canonical_entry(seq: u64, at: &str, entry: &AuditEntry) -> Result<String, Error> {
+/// An entry checked and rendered as canonical JSON, all but its `seq`, which
+/// only the head of the chain decides when the entry is appended.
+#[derive(Debug, Clone)]
+pub(crate) struct Rendered {
+    /// The time as stored (see [`timestamp`]).
+    pub(crate) at: String,
+    /// The text up to the value of `seq`.
+    head: String,
+    /// The text after it.
+    tail: String,
+}
+
+impl Rendered {
+    /// The canonical JSON of the entry at position `seq`.
+    pub(crate) fn text(&self, seq: u64) -> String {
+        format!("{}{seq}{}", self.head, self.tail)
+    }
+}
+
+/// Checks `entry` and renders it with its `at` (see the module doc).
+pub(crate) fn render(at: DateTime<Utc>, entry: &AuditEntry) -> Result<Rendered, Error> {
+    entry.check()?;
     let Ok(Value::Object(mut fields)) = serde_json::to_value(entry) else {
         return Err(Error::Internal(
             "audit: an entry does not encode as a JSON object".to_owned(),
         ));
     };
-    fields.insert("seq".to_owned(), Value::from(seq));
-    fields.insert("at".to_owned(), Value::from(at));
-    let mut text = String::new();
-    write_object(&mut text, &fields);
-    Ok(text)
+    let at = timestamp(at);
+    fields.insert("at".to_owned(), Value::from(at.as_str()));
+    let members = sorted(&fields);
+    // `seq` goes where it sorts among the other keys.
+    let (before, after) =
+        members.split_at(members.partition_point(|(key, _)| key.as_str() < "seq"));
+    let mut head = String::from("{");
+    for (key, value) in before {
+        write_member(&mut head, key, value);
+        head.push(',');
+    }
+    head.push_str("\"seq\":");
+    let mut tail = String::new();
+    for (key, value) in after {
+        tail.push(',');
+        write_member(&mut tail, key, value);
+    }
+    tail.push('}');
+    Ok(Rendered { at, head, tail })
 }
 
 /// SHA-256 over `previous_hash` then `entry`, in lower-case hex.

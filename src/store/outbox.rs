@@ -72,7 +72,11 @@ pub enum Outcome {
     },
 }
 
-const COLUMNS: &str = "seq, message_id, kind, referral_id, destination, payload, state, attempts, next_attempt_at, lease_until, last_error, created_at, updated_at";
+/// A referral's message has no payload of its own: it is the referral's
+/// minimised copy (migration 0006).
+const COLUMNS: &str = "seq, message_id, kind, referral_id, destination,
+    COALESCE(payload, (SELECT minimised FROM referrals WHERE referrals.referral_id = outbox.referral_id)),
+    state, attempts, next_attempt_at, lease_until, last_error, created_at, updated_at";
 
 fn message(row: &Row<'_>) -> rusqlite::Result<OutboxMessage> {
     Ok(OutboxMessage {

@@ -9,8 +9,7 @@ use crate::error::Error;
 
 use super::sqlite::{SqliteStore, storage};
 use super::{
-    Accepted, NewReferral, NewStatusEvent, Outgoing, ReferralStore, StoredEvent, StoredReferral,
-    Written,
+    Accepted, NewReferral, NewStatusEvent, ReferralStore, StoredEvent, StoredReferral, Written,
 };
 
 impl ReferralStore for SqliteStore {
@@ -20,6 +19,8 @@ impl ReferralStore for SqliteStore {
         audit: AuditEntry,
         replay_audit: AuditEntry,
     ) -> Result<Accepted, Error> {
+        // Rendered on the caller's task: the single writer only chains it.
+        let audit = audit::render(referral.accepted_at, &audit)?;
         self.write(move |connection| accept(connection, &referral, &audit, &replay_audit))
             .await
     }
@@ -33,6 +34,7 @@ impl ReferralStore for SqliteStore {
         event: NewStatusEvent,
         audit: AuditEntry,
     ) -> Result<Written, Error> {
+        let audit = audit::render(event.recorded_at, &audit)?;
         self.write(move |connection| record_event(connection, &event, &audit))
             .await
     }
@@ -70,7 +72,7 @@ fn time(at: DateTime<Utc>) -> String {
 fn accept(
     connection: &Connection,
     referral: &NewReferral,
-    audit: &AuditEntry,
+    audit: &audit::Rendered,
     replay_audit: &AuditEntry,
 ) -> Result<Accepted, Error> {
     if let Some(stored) = load(connection, &referral.referral_id)? {
@@ -107,18 +109,17 @@ fn accept(
             ])
         })
         .map_err(storage("inserting a referral"))?;
+    // The message's payload is the referral's minimised copy, not written twice.
     enqueue(
         connection,
         "referral",
         &referral.referral_id,
-        &Outgoing {
-            message_id: referral.referral_id.clone(),
-            destination: referral.recipient.clone(),
-            payload: referral.minimised.clone(),
-        },
+        &referral.referral_id,
+        &referral.recipient,
+        None,
         &at,
     )?;
-    audit::append(connection, referral.accepted_at, audit)?;
+    audit::append_rendered(connection, audit)?;
     // What was just written, without reading it back.
     Ok(Accepted::New(StoredReferral {
         referral_id: referral.referral_id.clone(),
@@ -139,7 +140,7 @@ fn accept(
 fn record_event(
     connection: &Connection,
     event: &NewStatusEvent,
-    audit: &AuditEntry,
+    audit: &audit::Rendered,
 ) -> Result<Written, Error> {
     let existing: Option<(String, String)> = connection
         .prepare_cached("SELECT referral_id, fingerprint FROM status_events WHERE event_id = ?1")
@@ -194,11 +195,13 @@ fn record_event(
             connection,
             "status_event",
             &event.referral_id,
-            outgoing,
+            &outgoing.message_id,
+            &outgoing.destination,
+            Some(&outgoing.payload),
             &at,
         )?;
     }
-    audit::append(connection, event.recorded_at, audit)?;
+    audit::append_rendered(connection, audit)?;
     Ok(Written::Written)
 }
 
@@ -207,7 +210,9 @@ fn enqueue(
     connection: &Connection,
     kind: &str,
     referral_id: &str,
-    outgoing: &Outgoing,
+    message_id: &str,
+    destination: &str,
+    payload: Option<&str>,
     at: &str,
 ) -> Result<(), Error> {
     connection
@@ -216,14 +221,7 @@ fn enqueue(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
         )
         .and_then(|mut insert| {
-            insert.execute(params![
-                outgoing.message_id,
-                kind,
-                referral_id,
-                outgoing.destination,
-                outgoing.payload,
-                at
-            ])
+            insert.execute(params![message_id, kind, referral_id, destination, payload, at])
         })
         .map_err(storage("queueing a message"))?;
     Ok(())

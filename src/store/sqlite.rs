@@ -85,6 +85,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0005_outbox_claim_index",
         include_str!("../../migrations/sqlite/0005_outbox_claim_index.sql"),
     ),
+    (
+        6,
+        "0006_lean_accept_path",
+        include_str!("../../migrations/sqlite/0006_lean_accept_path.sql"),
+    ),
 ];
 
 /// A store in one SQLite file.
@@ -116,7 +121,7 @@ impl SqliteStore {
             source: std::io::Error::other(error),
         })?;
         configure_writer(&connection)?;
-        migrate(&mut connection)?;
+        migrate(&mut connection, MIGRATIONS)?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         let commits = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&commits);
@@ -260,10 +265,7 @@ fn configure_writer(connection: &Connection) -> Result<(), Error> {
     // temporary file written for every job.
     connection
         .pragma_update(None, "temp_store", "MEMORY")
-        .map_err(storage("setting temp_store=MEMORY"))?;
-    connection
-        .pragma_update(None, "foreign_keys", true)
-        .map_err(storage("enabling foreign keys"))
+        .map_err(storage("setting temp_store=MEMORY"))
 }
 
 fn open_reader(path: &Path) -> Result<Connection, Error> {
@@ -284,8 +286,23 @@ fn open_reader(path: &Path) -> Result<Connection, Error> {
     Ok(connection)
 }
 
-/// Applies the migrations not applied yet, each in its own transaction.
-fn migrate(connection: &mut Connection) -> Result<(), Error> {
+/// Applies the migrations not applied yet, each in its own transaction, with
+/// foreign keys off so that a migration may rebuild a table others refer to
+/// (SQLite's documented procedure); each checks them before it commits.
+fn migrate(connection: &mut Connection, migrations: &[(i64, &str, &str)]) -> Result<(), Error> {
+    connection
+        .pragma_update(None, "foreign_keys", false)
+        .map_err(storage("disabling foreign keys for the migrations"))?;
+    apply_migrations(connection, migrations)?;
+    connection
+        .pragma_update(None, "foreign_keys", true)
+        .map_err(storage("enabling foreign keys"))
+}
+
+fn apply_migrations(
+    connection: &mut Connection,
+    migrations: &[(i64, &str, &str)],
+) -> Result<(), Error> {
     connection
         .execute_batch(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -295,8 +312,8 @@ fn migrate(connection: &mut Connection) -> Result<(), Error> {
             ) STRICT",
         )
         .map_err(storage("creating schema_migrations"))?;
-    let known = MIGRATIONS.last().map_or(0, |(version, _, _)| *version);
-    for (version, name, sql) in MIGRATIONS {
+    let known = migrations.last().map_or(0, |(version, _, _)| *version);
+    for (version, name, sql) in migrations {
         // IMMEDIATE: two processes opening a new file at once apply each migration once.
         let transaction = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -318,6 +335,15 @@ fn migrate(connection: &mut Connection) -> Result<(), Error> {
                     params![version, name],
                 )
                 .map_err(storage("recording a migration"))?;
+            let broken: Option<String> = transaction
+                .query_row("PRAGMA foreign_key_check", [], |row| row.get(0))
+                .optional()
+                .map_err(storage("checking foreign keys after a migration"))?;
+            if let Some(table) = broken {
+                return Err(Error::Internal(format!(
+                    "store: migration {name} leaves rows of {table} referring to nothing"
+                )));
+            }
         }
         transaction
             .commit()
@@ -735,7 +761,7 @@ mod tests {
                 rows.collect::<Result<_, _>>().map_err(storage("versions"))
             })
             .expect("read");
-        assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
         let mode: String = store
             .read(|connection| {
                 connection
@@ -744,6 +770,115 @@ mod tests {
             })
             .expect("mode");
         assert_eq!(mode, "wal");
+    }
+
+    /// Migration 0006 rebuilds the referrals, the outbox and the audit log: a
+    /// store written by the previous version keeps every row, its outbox
+    /// counter, its audit chain and its guards, and a referral's message reads
+    /// its payload from the referral.
+    #[tokio::test]
+    async fn the_lean_rebuild_keeps_what_an_older_store_holds() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = directory.path().join("store.db");
+        let mut older = Connection::open(&path).expect("raw open");
+        configure_writer(&older).expect("configure");
+        migrate(&mut older, &MIGRATIONS[..5]).expect("migrations 1 to 5");
+        older
+            .execute_batch(
+                r#"INSERT INTO referrals (referral_id, sender, recipient, fingerprint, input_format, referral, minimised, decision, consent_record_id, state, accepted_at)
+                   VALUES ('r-1', 'konexio', 'france-travail', 'f1', 'canonical-v2', '{"who":"Jeanne Testmigration"}', '{"who":"pseudonym-1"}', '{}', 'c-1', 'queued', '2026-01-01T00:00:00.000000Z'),
+                          ('r-2', 'konexio', 'france-travail', 'f2', 'canonical-v2', '{"who":"Paul Testmigration"}', '{"who":"pseudonym-2"}', '{}', 'c-1', 'queued', '2026-01-01T00:00:01.000000Z');
+                   INSERT INTO outbox (message_id, kind, referral_id, destination, payload, next_attempt_at, created_at, updated_at)
+                   VALUES ('r-1', 'referral', 'r-1', 'france-travail', '{"who":"pseudonym-1"}', 't', 't', 't'),
+                          ('r-2', 'referral', 'r-2', 'france-travail', '{"who":"written-apart"}', 't', 't', 't'),
+                          ('e-1', 'status_event', 'r-1', 'konexio', '{"status":"STATUS_RECEIVED"}', 't', 't', 't'),
+                          ('e-2', 'status_event', 'r-1', 'konexio', '{"status":"STATUS_ACCEPTED"}', 't', 't', 't');
+                   DELETE FROM outbox WHERE message_id = 'e-2';"#,
+            )
+            .expect("rows of version 5");
+        for referral in ["r-1", "r-2"] {
+            crate::audit::append(
+                &older,
+                Utc::now(),
+                &crate::audit::AuditEntry::new(crate::audit::AuditKind::ReferralAccepted)
+                    .actor("konexio")
+                    .referral(referral),
+            )
+            .expect("audit entry");
+        }
+        drop(older);
+
+        let store = SqliteStore::open(&path).expect("migrate to 6");
+        let payloads: Vec<(String, Option<String>)> = store
+            .read(|connection| {
+                let mut query = connection
+                    .prepare("SELECT message_id, payload FROM outbox ORDER BY seq")
+                    .map_err(storage("payloads"))?;
+                let rows = query
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .map_err(storage("payloads"))?;
+                rows.collect::<Result<_, _>>().map_err(storage("payloads"))
+            })
+            .expect("payloads");
+        assert_eq!(
+            payloads,
+            vec![
+                ("r-1".to_owned(), None),
+                (
+                    "r-2".to_owned(),
+                    Some(r#"{"who":"written-apart"}"#.to_owned())
+                ),
+                (
+                    "e-1".to_owned(),
+                    Some(r#"{"status":"STATUS_RECEIVED"}"#.to_owned())
+                ),
+            ]
+        );
+        let message = store.outbox_message("r-1").expect("read").expect("message");
+        assert_eq!(message.payload, r#"{"who":"pseudonym-1"}"#);
+        assert_eq!(message.seq, 1);
+
+        // The purged message's seq is not handed out again.
+        let seq = store
+            .write(|connection| {
+                connection
+                    .query_row(
+                        "INSERT INTO outbox (message_id, kind, referral_id, destination, payload, next_attempt_at, created_at, updated_at)
+                         VALUES ('e-3', 'status_event', 'r-2', 'konexio', '{}', 't', 't', 't') RETURNING seq",
+                        [],
+                        |row| row.get::<_, i64>(0),
+                    )
+                    .map_err(storage("insert"))
+            })
+            .await
+            .expect("a new message");
+        assert_eq!(seq, 5);
+
+        // Foreign keys are enforced again, and the audit log is still guarded and chained.
+        let orphan = store
+            .write(|connection| {
+                connection
+                    .execute(
+                        "INSERT INTO outbox (message_id, kind, referral_id, destination, payload, next_attempt_at, created_at, updated_at)
+                         VALUES ('e-4', 'status_event', 'r-404', 'konexio', '{}', 't', 't', 't')",
+                        [],
+                    )
+                    .map_err(storage("orphan"))
+            })
+            .await;
+        assert!(orphan.is_err(), "a message of no referral was stored");
+        let update = store
+            .write(|connection| {
+                connection
+                    .execute("UPDATE audit_log SET at = 'x'", [])
+                    .map_err(storage("update"))
+            })
+            .await;
+        assert!(update.is_err(), "the audit log accepted an UPDATE");
+        store.close().expect("close");
+        let report = crate::audit::verify(&path, None).expect("the chain verifies");
+        assert!(report.intact, "{report:?}");
+        assert_eq!(report.entries, 2);
     }
 
     #[test]

@@ -27,7 +27,8 @@ pub(super) async fn append(
     at: DateTime<Utc>,
     entry: &AuditEntry,
 ) -> Result<u64, Error> {
-    entry.check()?;
+    // Rendered before the head is locked: the lock is held for the insert only.
+    let entry = audit::render(at, entry)?;
     let head = sqlx::query("SELECT seq, hash FROM audit_head FOR UPDATE")
         .fetch_one(&mut *connection)
         .await
@@ -39,14 +40,13 @@ pub(super) async fn append(
         .try_get(1)
         .map_err(storage("reading the head of the audit log"))?;
     let seq = last + 1;
-    let at = audit::timestamp(at);
-    let text = audit::canonical_entry(audit::position(seq), &at, entry)?;
+    let text = entry.text(audit::position(seq));
     let hash = audit::chain_hash(&previous_hash, &text);
     sqlx::query(
         "INSERT INTO audit_log (seq, at, entry, previous_hash, hash) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(seq)
-    .bind(&at)
+    .bind(&entry.at)
     .bind(&text)
     .bind(&previous_hash)
     .bind(&hash)
