@@ -10,6 +10,15 @@
 //! its savepoint without spoiling the others. The next issue commits every
 //! accepted referral through this same path.
 //!
+//! # Checkpoints
+//! Committed pages are copied from the WAL into the database file by a thread
+//! of its own, woken by commits and at most once per [`CHECKPOINT_PAUSE`]:
+//! the writer would otherwise stop every thousand pages to copy and fsync
+//! them while writers wait. Its checkpoints are PASSIVE (they never wait for
+//! the writer or the readers). Should they fall behind, or never find the log
+//! complete so that it can start over, the writer checkpoints itself past
+//! [`WRITER_CHECKPOINT_PAGES`], which bounds the WAL.
+//!
 //! # Read path
 //! Reads run on separate connections (a small pool), each in its own read
 //! transaction: in WAL mode they see the last commit and never wait for the
@@ -32,9 +41,10 @@ use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -55,6 +65,10 @@ const QUEUE: usize = 4096;
 const MAX_IDLE_READERS: usize = 4;
 /// How long a connection waits for a lock held by another process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The shortest time between two checkpoints of the checkpointer thread.
+const CHECKPOINT_PAUSE: Duration = Duration::from_millis(100);
+/// WAL pages past which the writer checkpoints itself (about 40 MB).
+const WRITER_CHECKPOINT_PAGES: i64 = 10_000;
 /// Consent records kept decoded; past this many the cache starts over.
 const MAX_CACHED_RECORDS: usize = 4096;
 
@@ -97,6 +111,7 @@ pub struct SqliteStore {
     path: PathBuf,
     jobs: mpsc::Sender<Box<dyn WriteJob>>,
     writer: Option<JoinHandle<()>>,
+    checkpointer: Option<JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
     records: Mutex<HashMap<RecordId, ConsentRecord>>,
     commits: Arc<AtomicU64>,
@@ -122,12 +137,24 @@ impl SqliteStore {
         })?;
         configure_writer(&connection)?;
         migrate(&mut connection, MIGRATIONS)?;
+        let checkpoints = open_checkpointer(&path)?;
+        connection
+            .pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
+            .map_err(storage("setting the writer's checkpoint threshold"))?;
+        let (wake_checkpointer, commits_to_copy) = std::sync::mpsc::sync_channel(1);
+        let checkpointer = std::thread::Builder::new()
+            .name("passerelle-store-checkpointer".to_owned())
+            .spawn(move || run_checkpointer(&checkpoints, &commits_to_copy))
+            .map_err(|source| Error::Io {
+                context: "starting the store checkpointer thread".to_owned(),
+                source,
+            })?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         let commits = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&commits);
         let writer = std::thread::Builder::new()
             .name("passerelle-store-writer".to_owned())
-            .spawn(move || run_writer(&connection, queue, &counter))
+            .spawn(move || run_writer(&connection, queue, &counter, &wake_checkpointer))
             .map_err(|source| Error::Io {
                 context: "starting the store writer thread".to_owned(),
                 source,
@@ -136,6 +163,7 @@ impl SqliteStore {
             path,
             jobs,
             writer: Some(writer),
+            checkpointer: Some(checkpointer),
             readers: Mutex::new(Vec::new()),
             records: Mutex::new(HashMap::new()),
             commits,
@@ -154,14 +182,18 @@ impl SqliteStore {
     }
 
     /// Stops the writer once the jobs already queued are committed, and waits
-    /// for it. Dropping the store also stops the writer, without waiting.
+    /// for it and the checkpointer. Dropping the store also stops them,
+    /// without waiting.
     pub fn close(mut self) -> Result<(), Error> {
         let writer = self.writer.take();
+        let checkpointer = self.checkpointer.take();
         drop(self);
-        if let Some(writer) = writer {
-            writer
-                .join()
-                .map_err(|_| Error::Internal("the store writer thread panicked".to_owned()))?;
+        for (thread, name) in [(writer, "writer"), (checkpointer, "checkpointer")] {
+            if let Some(thread) = thread {
+                thread
+                    .join()
+                    .map_err(|_| Error::Internal(format!("the store {name} thread panicked")))?;
+            }
         }
         Ok(())
     }
@@ -266,6 +298,46 @@ fn configure_writer(connection: &Connection) -> Result<(), Error> {
     connection
         .pragma_update(None, "temp_store", "MEMORY")
         .map_err(storage("setting temp_store=MEMORY"))
+}
+
+fn open_checkpointer(path: &Path) -> Result<Connection, Error> {
+    let connection = Connection::open(path).map_err(|error| Error::Io {
+        context: format!("opening the store {}", path.display()),
+        source: std::io::Error::other(error),
+    })?;
+    // FULL: the database file is synced before the log may start over.
+    connection
+        .pragma_update(None, "synchronous", "FULL")
+        .map_err(storage("setting synchronous=FULL"))?;
+    Ok(connection)
+}
+
+/// Copies committed pages from the WAL into the database file: woken by the
+/// writer after its commits, at most once per [`CHECKPOINT_PAUSE`]; returns
+/// when the writer stops (SQLite checkpoints once more as the last connection
+/// closes).
+fn run_checkpointer(connection: &Connection, commits: &std::sync::mpsc::Receiver<()>) {
+    let mut pending = commits.recv().is_ok();
+    while pending {
+        // PASSIVE never waits: what it cannot copy now is copied next time.
+        if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            && error.sqlite_error_code() != Some(rusqlite::ErrorCode::DatabaseBusy)
+        {
+            tracing::warn!(%error, "store: a checkpoint failed; the writer checkpoints past its threshold");
+        }
+        pending = false;
+        let resume = Instant::now() + CHECKPOINT_PAUSE;
+        loop {
+            match commits.recv_timeout(resume.saturating_duration_since(Instant::now())) {
+                Ok(()) => pending = true,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        if !pending {
+            pending = commits.recv().is_ok();
+        }
+    }
 }
 
 fn open_reader(path: &Path) -> Result<Connection, Error> {
@@ -432,6 +504,7 @@ fn run_writer(
     connection: &Connection,
     mut queue: mpsc::Receiver<Box<dyn WriteJob>>,
     commits: &AtomicU64,
+    wake_checkpointer: &SyncSender<()>,
 ) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
@@ -445,6 +518,8 @@ fn run_writer(
         let failure = match commit_batch(connection, &mut batch) {
             Ok(()) => {
                 commits.fetch_add(1, Ordering::Relaxed);
+                // Full: the checkpointer is already due to run.
+                let _ = wake_checkpointer.try_send(());
                 None
             }
             Err(error) => Some(error.to_string()),
@@ -739,6 +814,50 @@ mod tests {
             .expect("read");
         assert_eq!(values, vec![2]);
         store.close().expect("closes");
+    }
+
+    /// Committed pages reach the database file without the writer copying
+    /// them: some 200 pages, far below the writer's own threshold, are
+    /// checkpointed by the checkpointer thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_checkpointer_copies_commits_into_the_database_file() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = directory.path().join("store.db");
+        let store = SqliteStore::open(&path).expect("open");
+        let file_size = || std::fs::metadata(&path).map_or(0, |metadata| metadata.len());
+        store
+            .write(|connection| {
+                connection
+                    .execute_batch("CREATE TABLE filler (text TEXT NOT NULL)")
+                    .map_err(storage("filler"))
+            })
+            .await
+            .expect("a table");
+        let before = file_size();
+        for _ in 0..50 {
+            store
+                .write(|connection| {
+                    connection
+                        .execute(
+                            "INSERT INTO filler (text) VALUES (?1)",
+                            ["x".repeat(16_000)],
+                        )
+                        .map(|_| ())
+                        .map_err(storage("filler"))
+                })
+                .await
+                .expect("a row");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while file_size() < before + 50 * 16_000 {
+            assert!(
+                Instant::now() < deadline,
+                "the database file holds {} bytes 10 s after the commits, {before} before them",
+                file_size()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        store.close().expect("close");
     }
 
     #[test]
