@@ -10,8 +10,10 @@
 --   than the insert itself. The other CHECKs (outbox states, audit positions)
 --   and the audit log's append-only triggers stay.
 -- * The referrals' indexes by (recipient, accepted_at) and (sender,
---   accepted_at) served no query and are dropped; withdrawal looks referrals up
---   by consent record, which read the whole table: it gets an index.
+--   accepted_at), and the outbox's by referral, served no query and are
+--   dropped (referrals are never deleted, so no foreign key check needs the
+--   last one); withdrawal looks referrals up by consent record, which read the
+--   whole table: it gets an index.
 --
 -- Tables are rebuilt (SQLite cannot drop a CHECK in place) with foreign keys
 -- off; the migration runner checks them before committing. The outbox keeps
@@ -115,7 +117,6 @@ CREATE INDEX outbox_claimable ON outbox (destination, next_attempt_at, seq)
     WHERE state = 'queued';
 CREATE INDEX outbox_inbox ON outbox (destination, seq)
     WHERE state = 'queued';
-CREATE INDEX outbox_by_referral ON outbox (referral_id);
 
 CREATE TRIGGER audit_log_no_update
 BEFORE UPDATE ON audit_log

@@ -75,24 +75,13 @@ fn accept(
     audit: &audit::Rendered,
     replay_audit: &AuditEntry,
 ) -> Result<Accepted, Error> {
-    if let Some(stored) = load(connection, &referral.referral_id)? {
-        // The idempotency key is the referral id: the same sender sending the
-        // same content is answered as the first time; anything else is refused
-        // without saying whose referral holds the id.
-        if stored.sender == referral.sender && stored.fingerprint == referral.fingerprint {
-            audit::append(connection, referral.accepted_at, replay_audit)?;
-            return Ok(Accepted::Replayed(stored));
-        }
-        return Err(Error::IdempotencyKeyReused(format!(
-            "referral id {} was already used with other content; a new referral needs a new id",
-            referral.referral_id
-        )));
-    }
     let at = time(referral.accepted_at);
-    connection
+    // Inserted unless the id is taken: one lookup of the key, not two.
+    let inserted = connection
         .prepare_cached(
             "INSERT INTO referrals (referral_id, sender, recipient, fingerprint, input_format, referral, minimised, decision, consent_record_id, state, accepted_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?10)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?10)
+             ON CONFLICT (referral_id) DO NOTHING",
         )
         .and_then(|mut insert| {
             insert.execute(params![
@@ -109,6 +98,22 @@ fn accept(
             ])
         })
         .map_err(storage("inserting a referral"))?;
+    if inserted == 0 {
+        let stored = load(connection, &referral.referral_id)?.ok_or_else(|| {
+            Error::Internal("store: a referral id is taken but its row is missing".to_owned())
+        })?;
+        // The idempotency key is the referral id: the same sender sending the
+        // same content is answered as the first time; anything else is refused
+        // without saying whose referral holds the id.
+        if stored.sender == referral.sender && stored.fingerprint == referral.fingerprint {
+            audit::append(connection, referral.accepted_at, replay_audit)?;
+            return Ok(Accepted::Replayed(stored));
+        }
+        return Err(Error::IdempotencyKeyReused(format!(
+            "referral id {} was already used with other content; a new referral needs a new id",
+            referral.referral_id
+        )));
+    }
     // The message's payload is the referral's minimised copy, not written twice.
     enqueue(
         connection,
