@@ -264,12 +264,13 @@ impl Gateway {
     /// `answers` in the rows' order as soon as it and the rows before it are
     /// done. Rows are decoded on a blocking thread as they are read and up to
     /// 128 are submitted at once, without waiting for a whole group to end,
-    /// so that their commits share fsyncs and the store's writer never idles;
+    /// each on a task of its own so that rows are decided on every worker
+    /// thread, their commits share fsyncs and the store's writer never idles;
     /// memory holds those rows, not the file decoded nor its answers. An
     /// error of the whole file (its header, its encoding) ends the batch with
     /// `Err`.
     pub async fn submit_csv(
-        &self,
+        self: &Arc<Self>,
         caller: &Organisation,
         submission: Submission,
         answers: tokio::sync::mpsc::Sender<RowAnswer>,
@@ -297,13 +298,23 @@ impl Gateway {
                 Ok(())
             })
         });
-        let format = format.as_str();
+        let format: Arc<str> = Arc::from(format);
+        let caller = Arc::new(caller.clone());
         let mut submitted =
             futures_util::stream::poll_fn(move |context| received.poll_recv(context))
-                .map(|(line, result)| async move {
-                    RowAnswer {
-                        line,
-                        result: self.submit_record(caller, format, result).await,
+                .map(|(line, result)| {
+                    let (gateway, caller, format) =
+                        (Arc::clone(self), Arc::clone(&caller), Arc::clone(&format));
+                    let row = tokio::spawn(async move {
+                        gateway.submit_record(&caller, &format, result).await
+                    });
+                    async move {
+                        RowAnswer {
+                            line,
+                            result: row.await.unwrap_or_else(|_| {
+                                Err(Error::Internal("a CSV row's task failed".to_owned()))
+                            }),
+                        }
                     }
                 })
                 .buffered(IN_FLIGHT);
