@@ -106,14 +106,28 @@ impl Worker {
                     worker.gateway.metrics().set_queue_depth(depth);
                 }
             }
-            match worker.claim(Utc::now()).await {
+            // A claimed message's lease runs from its claim: claim no more
+            // than may be attempted now, so that no message outlives its lease
+            // (and is sent again by another replica) waiting for slow commits.
+            let Ok(first) = Arc::clone(&in_flight).acquire_owned().await else {
+                break;
+            };
+            let room = u32::try_from(1 + in_flight.available_permits())
+                .unwrap_or(u32::MAX)
+                .min(settings.batch);
+            match worker.claim(Utc::now(), room).await {
                 Ok(messages) => {
                     let claimed = messages.len();
+                    let mut first = Some(first);
                     for message in messages {
                         // A claimed message waits here for its permits, not
                         // in a task of its own: the tasks stay bounded.
-                        let Ok(recording) = Arc::clone(&in_flight).acquire_owned().await else {
-                            break;
+                        let recording = match first.take() {
+                            Some(permit) => permit,
+                            None => match Arc::clone(&in_flight).acquire_owned().await {
+                                Ok(permit) => permit,
+                                Err(_) => break,
+                            },
                         };
                         let Ok(sending) = Arc::clone(&sending).acquire_owned().await else {
                             break;
@@ -125,7 +139,7 @@ impl Worker {
                         });
                     }
                     // A destination got its whole share: more may be due.
-                    let share = claim_share(settings.batch, worker.senders.len());
+                    let share = claim_share(room, worker.senders.len());
                     if claimed as u32 >= share {
                         continue;
                     }
@@ -144,9 +158,8 @@ impl Worker {
             .await;
     }
 
-    /// Claims due messages for the push destinations not disabled.
-    async fn claim(&self, now: DateTime<Utc>) -> Result<Vec<OutboxMessage>, Error> {
-        let settings = &self.gateway.config().delivery;
+    /// Claims up to `limit` due messages for the push destinations not disabled.
+    async fn claim(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<OutboxMessage>, Error> {
         let longest = self
             .gateway
             .config()
@@ -165,7 +178,7 @@ impl Worker {
                 self.senders.keys().cloned().collect(),
                 now,
                 now + lease,
-                settings.batch,
+                limit,
             )
             .await
     }
