@@ -24,8 +24,9 @@ const FRANCE_TRAVAIL: &str = "france-travail-saint-denis";
 const SECRET_VARIABLE: &str = "PASSERELLE_TEST_WEBHOOK_SECRET";
 const V2: &str = "application/vnd.passerelle.referral.v2+json";
 
-/// A replica's options: the shared database, France Travail pushed to `receiver`.
-fn replica(database: &Arc<ScratchDatabase>, receiver: &Receiver) -> Options {
+/// A replica's options: the shared database, France Travail pushed to
+/// `receiver` with attempts that time out after `timeout_seconds`.
+fn replica(database: &Arc<ScratchDatabase>, receiver: &Receiver, timeout_seconds: u64) -> Options {
     let secret = format!(
         "whsec_{}",
         base64::engine::general_purpose::STANDARD.encode([7_u8; 32])
@@ -35,7 +36,7 @@ fn replica(database: &Arc<ScratchDatabase>, receiver: &Receiver) -> Options {
         organisation_toml: vec![(
             FRANCE_TRAVAIL,
             format!(
-                "[organisation.delivery]\nmode = \"webhook\"\nurl = \"{}\"\nformat = \"passerelle-v2\"\nsecret = \"env:{SECRET_VARIABLE}\"\ntimeout_seconds = 1\nmax_attempts = 50\n",
+                "[organisation.delivery]\nmode = \"webhook\"\nurl = \"{}\"\nformat = \"passerelle-v2\"\nsecret = \"env:{SECRET_VARIABLE}\"\ntimeout_seconds = {timeout_seconds}\nmax_attempts = 50\n",
                 receiver.url
             ),
         )],
@@ -46,14 +47,18 @@ fn replica(database: &Arc<ScratchDatabase>, receiver: &Receiver) -> Options {
 }
 
 /// `count` gateways on one scratch database, France Travail pushed to `receiver`.
-async fn replicas(count: usize, receiver: &Receiver) -> (Arc<ScratchDatabase>, Vec<TestGateway>) {
+async fn replicas(
+    count: usize,
+    receiver: &Receiver,
+    timeout_seconds: u64,
+) -> (Arc<ScratchDatabase>, Vec<TestGateway>) {
     let database = Arc::new(
         ScratchDatabase::create()
             .await
             .expect("PostgreSQL for the replicas"),
     );
     let gateways = (0..count)
-        .map(|_| TestGateway::start_with(replica(&database, receiver)))
+        .map(|_| TestGateway::start_with(replica(&database, receiver, timeout_seconds)))
         .collect();
     (database, gateways)
 }
@@ -159,7 +164,11 @@ async fn three_replicas_deliver_every_referral_once_and_status_events_come_back(
 /// delivered once; a status event posted to one is read on another.
 async fn replicas_deliver_every_referral_once_and_status_events_come_back(count: usize) {
     let receiver = Receiver::start().await;
-    let (database, gateways) = replicas(count, &receiver).await;
+    // An attempt that times out after the receiver took the message is sent
+    // again (at-least-once): on a loaded machine a 1 s timeout can, so the
+    // timeout here is long enough that a second acknowledgement means a
+    // message was claimed twice.
+    let (database, gateways) = replicas(count, &receiver, 10).await;
     let ids = send(&gateways, 150).await;
     assert!(
         all_delivered(&receiver, &ids, Duration::from_secs(60)).await,
@@ -235,7 +244,7 @@ async fn a_replica_killed_mid_delivery_leaves_its_leased_messages_to_the_others(
     // Slow enough (under the 1 s attempt timeout) that both replicas are
     // holding leased messages when the first one dies.
     receiver.delay(Duration::from_millis(800));
-    let (database, mut gateways) = replicas(2, &receiver).await;
+    let (database, mut gateways) = replicas(2, &receiver, 1).await;
     let ids = send(&gateways, 40).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     gateways[0].kill();
