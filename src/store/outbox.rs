@@ -75,8 +75,17 @@ pub enum Outcome {
 /// A referral's message has no payload of its own: it is the referral's
 /// minimised copy (migration 0006).
 const COLUMNS: &str = "seq, message_id, kind, referral_id, destination,
-    COALESCE(payload, (SELECT minimised FROM referrals WHERE referrals.referral_id = outbox.referral_id)),
+    COALESCE(payload, (SELECT minimised FROM referrals WHERE referrals.referral_row = outbox.referral_row)),
     state, attempts, next_attempt_at, lease_until, last_error, created_at, updated_at";
+
+/// The seq of the message whose id is `?1`, as a subquery. No index holds
+/// every message id (migration 0007): a referral's message is found through
+/// its referral's key, a status event's through a partial index.
+const MESSAGE_SEQ: &str = "(
+    SELECT seq FROM outbox WHERE kind = 'status_event' AND message_id = ?1
+    UNION ALL
+    SELECT outbox.seq FROM referrals JOIN outbox ON outbox.referral_row = referrals.referral_row
+    WHERE referrals.referral_id = ?1 AND outbox.kind = 'referral')";
 
 fn message(row: &Row<'_>) -> rusqlite::Result<OutboxMessage> {
     Ok(OutboxMessage {
@@ -234,7 +243,9 @@ impl SqliteStore {
     ) -> Result<(), Error> {
         self.write(move |connection| {
             let found: Option<String> = connection
-                .prepare_cached("SELECT state FROM outbox WHERE message_id = ?1 AND destination = ?2")
+                .prepare_cached(&format!(
+                    "SELECT state FROM outbox WHERE seq IN {MESSAGE_SEQ} AND destination = ?2"
+                ))
                 .and_then(|mut query| {
                     query
                         .query_row(params![message_id, destination], |row| row.get(0))
@@ -265,8 +276,8 @@ impl SqliteStore {
                 .prepare_cached(
                     "SELECT referral_id FROM referrals WHERE consent_record_id = ?1 AND (
                          state = 'delivered' OR EXISTS (
-                             SELECT 1 FROM outbox WHERE outbox.message_id = referrals.referral_id
-                             AND outbox.attempts > 0))
+                             SELECT 1 FROM outbox WHERE outbox.referral_row = referrals.referral_row
+                             AND outbox.kind = 'referral' AND outbox.attempts > 0))
                      ORDER BY accepted_at",
                 )
                 .map_err(storage("finding referrals under a consent record"))?;
@@ -367,7 +378,7 @@ impl SqliteStore {
         self.read(|connection| {
             connection
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM outbox WHERE message_id = ?1"
+                    "SELECT {COLUMNS} FROM outbox WHERE seq IN {MESSAGE_SEQ}"
                 ))
                 .and_then(|mut query| query.query_row([message_id], message).optional())
                 .map_err(storage("reading the outbox"))
@@ -384,28 +395,28 @@ impl SqliteStore {
         actor: String,
     ) -> Result<u64, Error> {
         self.write(move |connection| {
-            let ids: Vec<(String, String, String)> = {
+            let ids: Vec<(i64, String, String, String)> = {
                 let mut query = connection
-                    .prepare_cached(
-                        "SELECT message_id, referral_id, kind FROM outbox WHERE state = 'dead'
-                         AND (?1 IS NULL OR message_id = ?1) AND (?2 IS NULL OR destination = ?2)",
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT seq, message_id, referral_id, kind FROM outbox WHERE state = 'dead'
+                         AND (?1 IS NULL OR seq IN {MESSAGE_SEQ}) AND (?2 IS NULL OR destination = ?2)"
+                    ))
                     .map_err(storage("finding dead letters"))?;
                 let rows = query
                     .query_map(params![message_id, destination], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
                     })
                     .map_err(storage("finding dead letters"))?;
                 rows.collect::<Result<_, _>>()
                     .map_err(storage("finding dead letters"))?
             };
-            for (id, referral_id, kind) in &ids {
+            for (seq, id, referral_id, kind) in &ids {
                 connection
                     .prepare_cached(
                         "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = ?2,
-                         lease_until = NULL, updated_at = ?2 WHERE message_id = ?1",
+                         lease_until = NULL, updated_at = ?2 WHERE seq = ?1",
                     )
-                    .and_then(|mut update| update.execute(params![id, time(now)]))
+                    .and_then(|mut update| update.execute(params![seq, time(now)]))
                     .map_err(storage("queueing a dead letter again"))?;
                 // A status event requeued leaves its referral's delivery state alone.
                 if kind == "referral" {
@@ -466,17 +477,19 @@ fn complete(
     now: DateTime<Utc>,
     audit: &AuditEntry,
 ) -> Result<bool, Error> {
-    let referral_id: Option<(String, String)> = connection
-        .prepare_cached(
-            "SELECT referral_id, kind FROM outbox WHERE message_id = ?1 AND state = 'queued'",
-        )
+    let queued: Option<(i64, String, String)> = connection
+        .prepare_cached(&format!(
+            "SELECT seq, referral_id, kind FROM outbox WHERE seq IN {MESSAGE_SEQ} AND state = 'queued'"
+        ))
         .and_then(|mut query| {
             query
-                .query_row([message_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .query_row([message_id], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
                 .optional()
         })
         .map_err(storage("reading a message"))?;
-    let Some((referral_id, kind)) = referral_id else {
+    let Some((seq, referral_id, kind)) = queued else {
         return Ok(false);
     };
     let at = time(now);
@@ -489,9 +502,9 @@ fn complete(
     connection
         .prepare_cached(
             "UPDATE outbox SET state = ?2, next_attempt_at = ?3, lease_until = NULL,
-             last_error = COALESCE(?4, last_error), updated_at = ?5 WHERE message_id = ?1",
+             last_error = COALESCE(?4, last_error), updated_at = ?5 WHERE seq = ?1",
         )
-        .and_then(|mut update| update.execute(params![message_id, state, next, error, at]))
+        .and_then(|mut update| update.execute(params![seq, state, next, error, at]))
         .map_err(storage("recording an attempt"))?;
     if kind == "referral" {
         let referral_state = match outcome {
@@ -559,6 +572,22 @@ mod tests {
         );
         assert!(lease.contains("USING INDEX outbox_inbox"), "{lease}");
         assert!(!lease.contains("TEMP B-TREE"), "{lease}");
+    }
+
+    /// A message is found by its id through an index whatever its kind: no
+    /// read of the whole outbox.
+    #[test]
+    fn messages_are_found_by_id_through_indexes() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let store = SqliteStore::open(directory.path().join("store.db")).expect("open");
+        let lookup = plan(
+            &store,
+            &format!("SELECT {COLUMNS} FROM outbox WHERE seq IN {MESSAGE_SEQ}"),
+            params!["message"],
+        );
+        assert!(lookup.contains("outbox_status_event_messages"), "{lookup}");
+        assert!(lookup.contains("outbox_referral_messages"), "{lookup}");
+        assert!(!lookup.contains("SCAN"), "{lookup}");
     }
 
     #[test]

@@ -114,14 +114,15 @@ fn accept(
             referral.referral_id
         )));
     }
-    // The message's payload is the referral's minimised copy, not written twice.
+    // The message names its referral by the row just inserted, and its
+    // payload is the referral's minimised copy, not written twice.
+    let referral_row = connection.last_insert_rowid();
     enqueue(
         connection,
-        "referral",
+        Queued::Referral { referral_row },
         &referral.referral_id,
         &referral.referral_id,
         &referral.recipient,
-        None,
         &at,
     )?;
     audit::append_rendered(connection, audit)?;
@@ -198,11 +199,12 @@ fn record_event(
     for outgoing in &event.forward {
         enqueue(
             connection,
-            "status_event",
+            Queued::StatusEvent {
+                payload: &outgoing.payload,
+            },
             &event.referral_id,
             &outgoing.message_id,
             &outgoing.destination,
-            Some(&outgoing.payload),
             &at,
         )?;
     }
@@ -210,23 +212,43 @@ fn record_event(
     Ok(Written::Written)
 }
 
+/// What a queued message carries besides its ids.
+enum Queued<'a> {
+    /// A referral's message: its referral's key (migration 0007); the payload
+    /// is the referral's minimised copy (migration 0006).
+    Referral { referral_row: i64 },
+    /// A status event's message, minimised for its destination.
+    StatusEvent { payload: &'a str },
+}
+
 /// Queues a message for its destination, in the caller's transaction.
 fn enqueue(
     connection: &Connection,
-    kind: &str,
+    queued: Queued<'_>,
     referral_id: &str,
     message_id: &str,
     destination: &str,
-    payload: Option<&str>,
     at: &str,
 ) -> Result<(), Error> {
+    let (kind, referral_row, payload) = match queued {
+        Queued::Referral { referral_row } => ("referral", Some(referral_row), None),
+        Queued::StatusEvent { payload } => ("status_event", None, Some(payload)),
+    };
     connection
         .prepare_cached(
-            "INSERT INTO outbox (message_id, kind, referral_id, destination, payload, next_attempt_at, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
+            "INSERT INTO outbox (message_id, kind, referral_id, referral_row, destination, payload, next_attempt_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7)",
         )
         .and_then(|mut insert| {
-            insert.execute(params![message_id, kind, referral_id, destination, payload, at])
+            insert.execute(params![
+                message_id,
+                kind,
+                referral_id,
+                referral_row,
+                destination,
+                payload,
+                at
+            ])
         })
         .map_err(storage("queueing a message"))?;
     Ok(())

@@ -104,6 +104,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0006_lean_accept_path",
         include_str!("../../migrations/sqlite/0006_lean_accept_path.sql"),
     ),
+    (
+        7,
+        "0007_outbox_by_referral_row",
+        include_str!("../../migrations/sqlite/0007_outbox_by_referral_row.sql"),
+    ),
 ];
 
 /// A store in one SQLite file.
@@ -880,7 +885,7 @@ mod tests {
                 rows.collect::<Result<_, _>>().map_err(storage("versions"))
             })
             .expect("read");
-        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7]);
         let mode: String = store
             .read(|connection| {
                 connection
@@ -998,6 +1003,117 @@ mod tests {
         let report = crate::audit::verify(&path, None).expect("the chain verifies");
         assert!(report.intact, "{report:?}");
         assert_eq!(report.entries, 2);
+    }
+
+    /// Migration 0007 gives referrals an explicit key and finds a referral's
+    /// message through it: every message of an older store is found by its
+    /// id as before, and ids stay unique for both kinds.
+    #[tokio::test]
+    async fn messages_of_an_older_store_are_found_through_their_referrals_key() {
+        use crate::store::{Outcome, ReferralStore};
+
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = directory.path().join("store.db");
+        let mut older = Connection::open(&path).expect("raw open");
+        configure_writer(&older).expect("configure");
+        migrate(&mut older, &MIGRATIONS[..6]).expect("migrations 1 to 6");
+        // Accepted in the order r-b, r-a: keys follow acceptance, not ids.
+        older
+            .execute_batch(
+                r#"INSERT INTO referrals (referral_id, sender, recipient, fingerprint, input_format, referral, minimised, decision, consent_record_id, state, accepted_at)
+                   VALUES ('r-b', 'konexio', 'france-travail', 'f1', 'canonical-v2', '{"who":"Jeanne Testmigration"}', '{"who":"pseudonym-b"}', '{}', 'c-1', 'queued', '2026-01-01T00:00:00.000000Z'),
+                          ('r-a', 'konexio', 'france-travail', 'f2', 'canonical-v2', '{"who":"Paul Testmigration"}', '{"who":"pseudonym-a"}', '{}', 'c-1', 'queued', '2026-01-01T00:00:01.000000Z');
+                   INSERT INTO outbox (message_id, kind, referral_id, destination, payload, next_attempt_at, created_at, updated_at)
+                   VALUES ('r-b', 'referral', 'r-b', 'france-travail', NULL, 't', 't', 't'),
+                          ('r-a', 'referral', 'r-a', 'france-travail', NULL, 't', 't', 't'),
+                          ('e-1', 'status_event', 'r-a', 'konexio', '{"status":"STATUS_RECEIVED"}', 't', 't', 't');"#,
+            )
+            .expect("rows of version 6");
+        drop(older);
+
+        let store = SqliteStore::open(&path).expect("migrate to 7");
+        let keys: Vec<(String, i64, Option<i64>)> = store
+            .read(|connection| {
+                let mut query = connection
+                    .prepare(
+                        "SELECT outbox.message_id, referrals.referral_row, outbox.referral_row
+                         FROM outbox JOIN referrals USING (referral_id) ORDER BY outbox.seq",
+                    )
+                    .map_err(storage("keys"))?;
+                let rows = query
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                    .map_err(storage("keys"))?;
+                rows.collect::<Result<_, _>>().map_err(storage("keys"))
+            })
+            .expect("keys");
+        assert_eq!(
+            keys,
+            vec![
+                ("r-b".to_owned(), 1, Some(1)),
+                ("r-a".to_owned(), 2, Some(2)),
+                ("e-1".to_owned(), 2, None),
+            ]
+        );
+        for (id, payload) in [
+            ("r-a", r#"{"who":"pseudonym-a"}"#),
+            ("r-b", r#"{"who":"pseudonym-b"}"#),
+            ("e-1", r#"{"status":"STATUS_RECEIVED"}"#),
+        ] {
+            let message = store.outbox_message(id).expect("read").expect(id);
+            assert_eq!(
+                (message.message_id.as_str(), message.payload.as_str()),
+                (id, payload)
+            );
+        }
+        assert_eq!(store.outbox_message("r-404").expect("read"), None);
+
+        let audit = crate::audit::AuditEntry::new(crate::audit::AuditKind::DeliveryAttempted)
+            .actor("delivery")
+            .referral("r-a");
+        let delivered = store
+            .complete("r-a".to_owned(), Outcome::Delivered, Utc::now(), audit)
+            .await
+            .expect("complete");
+        assert!(delivered, "the referral's message was not found");
+        let state = store
+            .referral("r-a".to_owned())
+            .await
+            .expect("read")
+            .expect("r-a")
+            .state;
+        assert_eq!(state, "delivered");
+        let other = store.outbox_message("r-b").expect("read").expect("r-b");
+        assert_eq!(other.state, "queued");
+
+        // Both kinds of message ids stay unique, and a referral's message names its referral.
+        for (what, sql) in [
+            (
+                "a second message of referral r-b",
+                "INSERT INTO outbox (message_id, kind, referral_id, referral_row, destination, next_attempt_at, created_at, updated_at)
+                 VALUES ('r-b', 'referral', 'r-b', 1, 'france-travail', 't', 't', 't')",
+            ),
+            (
+                "a second message of status event e-1",
+                "INSERT INTO outbox (message_id, kind, referral_id, destination, payload, next_attempt_at, created_at, updated_at)
+                 VALUES ('e-1', 'status_event', 'r-a', 'konexio', '{}', 't', 't', 't')",
+            ),
+            (
+                "a referral's message without its referral's key",
+                "INSERT INTO outbox (message_id, kind, referral_id, destination, next_attempt_at, created_at, updated_at)
+                 VALUES ('r-c', 'referral', 'r-a', 'france-travail', 't', 't', 't')",
+            ),
+            (
+                "a message naming a referral key that does not exist",
+                "INSERT INTO outbox (message_id, kind, referral_id, referral_row, destination, next_attempt_at, created_at, updated_at)
+                 VALUES ('r-c', 'referral', 'r-a', 99, 'france-travail', 't', 't', 't')",
+            ),
+        ] {
+            let refused = store
+                .write(move |connection| connection.execute(sql, []).map_err(storage("insert")))
+                .await;
+            assert!(refused.is_err(), "the store took {what}");
+        }
+        store.close().expect("close");
     }
 
     #[test]
