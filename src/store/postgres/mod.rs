@@ -52,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbox claim index",
         include_str!("../../../migrations/postgres/0002_outbox_claim_index.sql"),
     ),
+    (
+        3,
+        "drop unused indexes",
+        include_str!("../../../migrations/postgres/0003_drop_unused_indexes.sql"),
+    ),
 ];
 
 /// The most connections a replica opens.
