@@ -237,6 +237,13 @@ impl Runner {
                 ));
             }
         }
+        if case
+            .receiver
+            .as_ref()
+            .is_some_and(|behaviour| behaviour.await_refusal)
+        {
+            self.await_refusals(&referrals).await?;
+        }
         let answer = self.send(&when, exchanges).await?;
 
         let mut failures = Vec::new();
@@ -287,6 +294,30 @@ impl Runner {
             }
         }
         Ok(failures)
+    }
+
+    /// Waits until the receiver has refused an attempt of each of
+    /// `referrals`: the case's setup fails if one has not come in time.
+    async fn await_refusals(&self, referrals: &[String]) -> Result<(), String> {
+        let deadline = Instant::now() + self.options.wait;
+        loop {
+            let arrived = self.capture.about(referrals);
+            let waiting = referrals.iter().find(|referral| {
+                !arrived
+                    .iter()
+                    .any(|message| &message.referral == *referral && message.status >= 400)
+            });
+            let Some(referral) = waiting else {
+                return Ok(());
+            };
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no attempt to deliver referral {referral} reached the receiver within {} s: the case's setup failed",
+                    self.options.wait.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits until every expected delivery has arrived (or the wait is

@@ -121,6 +121,11 @@ pub struct ReceiverBehaviour {
     pub fail_first: u32,
     /// The status answered to those attempts (500, 503, 429 ...).
     pub status: u16,
+    /// `when` is sent only once the receiver has refused an attempt of each
+    /// of the case's referrals, so that it happens while they wait for a
+    /// retry whatever the gateway's delivery pace.
+    #[serde(default)]
+    pub await_refusal: bool,
 }
 
 /// What the answer must be.
