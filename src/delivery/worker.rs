@@ -382,10 +382,12 @@ pub async fn may_leave(
     referral_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Result<(), &'static str>, Error> {
-    let Some(referral) = gateway.store().referral(referral_id.to_owned()).await? else {
+    // Its consent record and statuses, not its content: this runs before
+    // every attempt.
+    let Some(standing) = gateway.store().standing(referral_id.to_owned()).await? else {
         return Ok(Err("referral-missing"));
     };
-    let Some(record_id) = referral.consent_record_id.as_deref() else {
+    let Some(record_id) = standing.consent_record_id.as_deref() else {
         return Ok(Err("consent-missing"));
     };
     let Ok(record_id) = RecordId::parse(record_id) else {
@@ -409,8 +411,8 @@ pub async fn may_leave(
     if consent.is_err() {
         return Ok(consent);
     }
-    for event in &referral.events {
-        match event.status.as_str() {
+    for status in &standing.statuses {
+        match status.as_str() {
             "STATUS_WITHDRAWN" => return Ok(Err("referral-withdrawn")),
             "STATUS_EXPIRED" => return Ok(Err("referral-expired")),
             _ => {}

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Accepted, ConsentStore, NewReferral, NewStatusEvent, OutboxMessage, Outcome, PgStore,
-    ReferralStore, SqliteStore, StoreLocation, Stored, StoredReferral, Written,
+    ReferralStore, SqliteStore, Standing, StoreLocation, Stored, StoredReferral, Written,
 };
 use crate::audit::{AuditEntry, ChainedEntry};
 use crate::consent::{ConsentEvent, ConsentRecord, RecordId};
@@ -214,6 +214,10 @@ impl ReferralStore for Store {
 
     async fn referral(&self, referral_id: String) -> Result<Option<StoredReferral>, Error> {
         dispatch!(self, store => store.referral(referral_id).await)
+    }
+
+    async fn standing(&self, referral_id: String) -> Result<Option<Standing>, Error> {
+        dispatch!(self, store => store.standing(referral_id).await)
     }
 
     async fn record_status_event(

@@ -174,6 +174,15 @@ pub struct Outgoing {
     pub payload: String,
 }
 
+/// What decides whether a referral may still leave, without its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// The consent record it was accepted under.
+    pub consent_record_id: Option<String>,
+    /// The statuses recorded about it (proto value names), oldest first.
+    pub statuses: Vec<String>,
+}
+
 /// What [`ReferralStore::accept_referral`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
@@ -212,6 +221,13 @@ pub trait ReferralStore: Send + Sync {
         &self,
         referral_id: String,
     ) -> impl Future<Output = Result<Option<StoredReferral>, Error>> + Send;
+
+    /// The referral's consent record and statuses, if stored: what delivery
+    /// checks before each attempt, read without the referral's content.
+    fn standing(
+        &self,
+        referral_id: String,
+    ) -> impl Future<Output = Result<Option<Standing>, Error>> + Send;
 
     /// Stores a status event, queues its forwards and appends `audit`, in one
     /// transaction; idempotent by event id like referrals. A new event is

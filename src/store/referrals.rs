@@ -9,7 +9,8 @@ use crate::error::Error;
 
 use super::sqlite::{SqliteStore, storage};
 use super::{
-    Accepted, NewReferral, NewStatusEvent, ReferralStore, StoredEvent, StoredReferral, Written,
+    Accepted, NewReferral, NewStatusEvent, ReferralStore, Standing, StoredEvent, StoredReferral,
+    Written,
 };
 
 impl ReferralStore for SqliteStore {
@@ -27,6 +28,10 @@ impl ReferralStore for SqliteStore {
 
     async fn referral(&self, referral_id: String) -> Result<Option<StoredReferral>, Error> {
         self.read(|connection| load(connection, &referral_id))
+    }
+
+    async fn standing(&self, referral_id: String) -> Result<Option<Standing>, Error> {
+        self.read(|connection| standing(connection, &referral_id))
     }
 
     async fn record_status_event(
@@ -210,6 +215,29 @@ fn record_event(
     }
     audit::append_rendered(connection, audit)?;
     Ok(Written::Written)
+}
+
+fn standing(connection: &Connection, referral_id: &str) -> Result<Option<Standing>, Error> {
+    let consent_record_id: Option<Option<String>> = connection
+        .prepare_cached("SELECT consent_record_id FROM referrals WHERE referral_id = ?1")
+        .and_then(|mut query| query.query_row([referral_id], |row| row.get(0)).optional())
+        .map_err(storage("reading a referral"))?;
+    let Some(consent_record_id) = consent_record_id else {
+        return Ok(None);
+    };
+    let mut query = connection
+        .prepare_cached(
+            "SELECT status FROM status_events WHERE referral_id = ?1 ORDER BY recorded_at, event_id",
+        )
+        .map_err(storage("reading status events"))?;
+    let statuses = query
+        .query_map([referral_id], |row| row.get(0))
+        .and_then(Iterator::collect)
+        .map_err(storage("reading status events"))?;
+    Ok(Some(Standing {
+        consent_record_id,
+        statuses,
+    }))
 }
 
 /// What a queued message carries besides its ids.

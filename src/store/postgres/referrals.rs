@@ -21,8 +21,8 @@ use sqlx::{PgConnection, Row as _};
 use crate::audit::AuditEntry;
 use crate::error::Error;
 use crate::store::{
-    Accepted, NewReferral, NewStatusEvent, Outgoing, ReferralStore, StoredEvent, StoredReferral,
-    Written,
+    Accepted, NewReferral, NewStatusEvent, Outgoing, ReferralStore, Standing, StoredEvent,
+    StoredReferral, Written,
 };
 
 use super::{PgStore, audit, storage, time};
@@ -54,6 +54,35 @@ impl ReferralStore for PgStore {
             .await
             .map_err(storage("taking a connection"))?;
         load(&mut connection, &referral_id).await
+    }
+
+    async fn standing(&self, referral_id: String) -> Result<Option<Standing>, Error> {
+        let mut connection = self
+            .pool()
+            .acquire()
+            .await
+            .map_err(storage("taking a connection"))?;
+        let consent_record_id: Option<Option<String>> =
+            sqlx::query_scalar("SELECT consent_record_id FROM referrals WHERE referral_id = $1")
+                .bind(&referral_id)
+                .fetch_optional(&mut *connection)
+                .await
+                .map_err(storage("reading a referral"))?;
+        let Some(consent_record_id) = consent_record_id else {
+            return Ok(None);
+        };
+        let statuses = sqlx::query_scalar(
+            r#"SELECT status FROM status_events
+             WHERE referral_id = $1 ORDER BY recorded_at, event_id COLLATE "C""#,
+        )
+        .bind(&referral_id)
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(storage("reading status events"))?;
+        Ok(Some(Standing {
+            consent_record_id,
+            statuses,
+        }))
     }
 
     async fn record_status_event(
@@ -681,6 +710,23 @@ mod tests {
         );
         assert_eq!(stored.events[0].author, RECIPIENT);
         assert_eq!(stored.events[0].status, "STATUS_ACCEPTED");
+        // What delivery checks: the same consent record and statuses, in order.
+        let standing = store
+            .standing(id.to_owned())
+            .await
+            .expect("standing")
+            .expect("present");
+        assert_eq!(standing.consent_record_id, stored.consent_record_id);
+        let statuses: Vec<String> = stored
+            .events
+            .iter()
+            .map(|event| event.status.clone())
+            .collect();
+        assert_eq!(standing.statuses, statuses);
+        assert_eq!(
+            store.standing("absent".to_owned()).await.expect("standing"),
+            None
+        );
         let forwarded: Vec<(String, String)> = queued(&store, id)
             .await
             .into_iter()
