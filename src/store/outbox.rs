@@ -274,7 +274,8 @@ impl SqliteStore {
         self.read(|connection| {
             let mut query = connection
                 .prepare_cached(
-                    "SELECT referral_id FROM referrals WHERE consent_record_id = ?1 AND (
+                    "SELECT referral_id FROM referrals JOIN referral_states USING (referral_row)
+                     WHERE consent_record_id = ?1 AND (
                          state = 'delivered' OR EXISTS (
                              SELECT 1 FROM outbox WHERE outbox.referral_row = referrals.referral_row
                              AND outbox.kind = 'referral' AND outbox.attempts > 0))
@@ -395,10 +396,10 @@ impl SqliteStore {
         actor: String,
     ) -> Result<u64, Error> {
         self.write(move |connection| {
-            let ids: Vec<(i64, String, String, String)> = {
+            let ids: Vec<(i64, String, String, Option<i64>)> = {
                 let mut query = connection
                     .prepare_cached(&format!(
-                        "SELECT seq, message_id, referral_id, kind FROM outbox WHERE state = 'dead'
+                        "SELECT seq, message_id, referral_id, referral_row FROM outbox WHERE state = 'dead'
                          AND (?1 IS NULL OR seq IN {MESSAGE_SEQ}) AND (?2 IS NULL OR destination = ?2)"
                     ))
                     .map_err(storage("finding dead letters"))?;
@@ -410,7 +411,7 @@ impl SqliteStore {
                 rows.collect::<Result<_, _>>()
                     .map_err(storage("finding dead letters"))?
             };
-            for (seq, id, referral_id, kind) in &ids {
+            for (seq, id, referral_id, referral_row) in &ids {
                 connection
                     .prepare_cached(
                         "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = ?2,
@@ -418,9 +419,10 @@ impl SqliteStore {
                     )
                     .and_then(|mut update| update.execute(params![seq, time(now)]))
                     .map_err(storage("queueing a dead letter again"))?;
-                // A status event requeued leaves its referral's delivery state alone.
-                if kind == "referral" {
-                    set_referral_state(connection, referral_id, "queued")?;
+                // A status event requeued (it names no referral key) leaves
+                // its referral's delivery state alone.
+                if let Some(referral_row) = referral_row {
+                    set_referral_state(connection, *referral_row, "queued")?;
                 }
                 let entry = AuditEntry::new(audit::AuditKind::DeliveryAttempted)
                     .actor(&actor)
@@ -477,19 +479,17 @@ fn complete(
     now: DateTime<Utc>,
     audit: &AuditEntry,
 ) -> Result<bool, Error> {
-    let queued: Option<(i64, String, String)> = connection
+    let queued: Option<(i64, Option<i64>)> = connection
         .prepare_cached(&format!(
-            "SELECT seq, referral_id, kind FROM outbox WHERE seq IN {MESSAGE_SEQ} AND state = 'queued'"
+            "SELECT seq, referral_row FROM outbox WHERE seq IN {MESSAGE_SEQ} AND state = 'queued'"
         ))
         .and_then(|mut query| {
             query
-                .query_row([message_id], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                })
+                .query_row([message_id], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()
         })
         .map_err(storage("reading a message"))?;
-    let Some((seq, referral_id, kind)) = queued else {
+    let Some((seq, referral_row)) = queued else {
         return Ok(false);
     };
     let at = time(now);
@@ -506,7 +506,8 @@ fn complete(
         )
         .and_then(|mut update| update.execute(params![seq, state, next, error, at]))
         .map_err(storage("recording an attempt"))?;
-    if kind == "referral" {
+    // Only a referral's message names its referral's key.
+    if let Some(referral_row) = referral_row {
         let referral_state = match outcome {
             Outcome::Delivered => Some("delivered"),
             Outcome::Dead { .. } => Some("dead_lettered"),
@@ -514,21 +515,23 @@ fn complete(
             Outcome::Retry { .. } => None,
         };
         if let Some(referral_state) = referral_state {
-            set_referral_state(connection, &referral_id, referral_state)?;
+            set_referral_state(connection, referral_row, referral_state)?;
         }
     }
     audit::append(connection, now, audit)?;
     Ok(true)
 }
 
+/// Sets the delivery state of the referral whose key is `referral_row`: a short
+/// row of its own, not the referral's (migration 0008).
 fn set_referral_state(
     connection: &Connection,
-    referral_id: &str,
+    referral_row: i64,
     state: &str,
 ) -> Result<(), Error> {
     connection
-        .prepare_cached("UPDATE referrals SET state = ?2 WHERE referral_id = ?1")
-        .and_then(|mut update| update.execute(params![referral_id, state]))
+        .prepare_cached("UPDATE referral_states SET state = ?2 WHERE referral_row = ?1")
+        .and_then(|mut update| update.execute(params![referral_row, state]))
         .map_err(storage("updating a referral's state"))?;
     Ok(())
 }

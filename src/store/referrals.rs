@@ -84,8 +84,8 @@ fn accept(
     // Inserted unless the id is taken: one lookup of the key, not two.
     let inserted = connection
         .prepare_cached(
-            "INSERT INTO referrals (referral_id, sender, recipient, fingerprint, input_format, referral, minimised, decision, consent_record_id, state, accepted_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?10)
+            "INSERT INTO referrals (referral_id, sender, recipient, fingerprint, input_format, referral, minimised, decision, consent_record_id, accepted_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (referral_id) DO NOTHING",
         )
         .and_then(|mut insert| {
@@ -122,6 +122,10 @@ fn accept(
     // The message names its referral by the row just inserted, and its
     // payload is the referral's minimised copy, not written twice.
     let referral_row = connection.last_insert_rowid();
+    connection
+        .prepare_cached("INSERT INTO referral_states (referral_row, state) VALUES (?1, 'queued')")
+        .and_then(|mut insert| insert.execute([referral_row]))
+        .map_err(storage("inserting a referral's state"))?;
     enqueue(
         connection,
         Queued::Referral { referral_row },
@@ -308,7 +312,7 @@ fn load(connection: &Connection, referral_id: &str) -> Result<Option<StoredRefer
     let row = connection
         .prepare_cached(
             "SELECT sender, recipient, fingerprint, input_format, referral, minimised, decision, consent_record_id, state, accepted_at
-             FROM referrals WHERE referral_id = ?1",
+             FROM referrals JOIN referral_states USING (referral_row) WHERE referral_id = ?1",
         )
         .and_then(|mut query| {
             query

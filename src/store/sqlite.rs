@@ -109,6 +109,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0007_outbox_by_referral_row",
         include_str!("../../migrations/sqlite/0007_outbox_by_referral_row.sql"),
     ),
+    (
+        8,
+        "0008_referral_states",
+        include_str!("../../migrations/sqlite/0008_referral_states.sql"),
+    ),
 ];
 
 /// A store in one SQLite file.
@@ -885,7 +890,7 @@ mod tests {
                 rows.collect::<Result<_, _>>().map_err(storage("versions"))
             })
             .expect("read");
-        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8]);
         let mode: String = store
             .read(|connection| {
                 connection
@@ -1113,6 +1118,114 @@ mod tests {
                 .await;
             assert!(refused.is_err(), "the store took {what}");
         }
+        store.close().expect("close");
+    }
+
+    /// Migration 0008 moves a referral's delivery state to a row of its own:
+    /// an older store's states are kept, the referral row no longer has one,
+    /// and recording an attempt or retrying a dead letter sets the new row.
+    #[tokio::test]
+    async fn delivery_states_of_an_older_store_move_to_their_own_rows() {
+        use crate::store::{Outcome, ReferralStore};
+
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = directory.path().join("store.db");
+        let mut older = Connection::open(&path).expect("raw open");
+        configure_writer(&older).expect("configure");
+        migrate(&mut older, &MIGRATIONS[..7]).expect("migrations 1 to 7");
+        older
+            .execute_batch(
+                r#"INSERT INTO referrals (referral_id, sender, recipient, fingerprint, input_format, referral, minimised, decision, consent_record_id, state, accepted_at)
+                   VALUES ('r-1', 'konexio', 'france-travail', 'f1', 'canonical-v2', '{"who":"Jeanne Teststate"}', '{"who":"pseudonym-1"}', '{}', 'c-1', 'delivered', '2026-01-01T00:00:00.000000Z'),
+                          ('r-2', 'konexio', 'france-travail', 'f2', 'canonical-v2', '{"who":"Paul Teststate"}', '{"who":"pseudonym-2"}', '{}', 'c-1', 'queued', '2026-01-01T00:00:01.000000Z'),
+                          ('r-3', 'konexio', 'france-travail', 'f3', 'canonical-v2', '{"who":"Anne Teststate"}', '{"who":"pseudonym-3"}', '{}', 'c-1', 'dead_lettered', '2026-01-01T00:00:02.000000Z');
+                   INSERT INTO outbox (message_id, kind, referral_id, referral_row, destination, state, next_attempt_at, created_at, updated_at)
+                   VALUES ('r-1', 'referral', 'r-1', 1, 'france-travail', 'delivered', 't', 't', 't'),
+                          ('r-2', 'referral', 'r-2', 2, 'france-travail', 'queued', 't', 't', 't'),
+                          ('r-3', 'referral', 'r-3', 3, 'france-travail', 'dead', 't', 't', 't');
+                   INSERT INTO outbox (message_id, kind, referral_id, destination, payload, next_attempt_at, created_at, updated_at)
+                   VALUES ('e-1', 'status_event', 'r-2', 'konexio', '{"status":"STATUS_RECEIVED"}', 't', 't', 't');"#,
+            )
+            .expect("rows of version 7");
+        drop(older);
+
+        let store = SqliteStore::open(&path).expect("migrate to 8");
+        let state = |id: &'static str| {
+            let store = &store;
+            async move {
+                store
+                    .referral(id.to_owned())
+                    .await
+                    .expect("read")
+                    .expect(id)
+                    .state
+            }
+        };
+        assert_eq!(state("r-1").await, "delivered");
+        assert_eq!(state("r-2").await, "queued");
+        assert_eq!(state("r-3").await, "dead_lettered");
+        let columns: Vec<String> = store
+            .read(|connection| {
+                let mut query = connection
+                    .prepare("SELECT name FROM pragma_table_info('referrals')")
+                    .map_err(storage("columns"))?;
+                let rows = query
+                    .query_map([], |row| row.get(0))
+                    .map_err(storage("columns"))?;
+                rows.collect::<Result<_, _>>().map_err(storage("columns"))
+            })
+            .expect("columns");
+        assert!(
+            !columns.iter().any(|column| column == "state"),
+            "{columns:?}"
+        );
+
+        // A status event's outcome leaves its referral's state alone; the
+        // referral's own outcome sets it.
+        let audit = || {
+            crate::audit::AuditEntry::new(crate::audit::AuditKind::DeliveryAttempted)
+                .actor("delivery")
+                .referral("r-2")
+        };
+        let done = store
+            .complete("e-1".to_owned(), Outcome::Delivered, Utc::now(), audit())
+            .await
+            .expect("complete e-1");
+        assert!(done, "the status event's message was not found");
+        assert_eq!(state("r-2").await, "queued");
+        let cancelled = Outcome::Cancelled {
+            reason: "consent-withdrawn".to_owned(),
+        };
+        let done = store
+            .complete("r-2".to_owned(), cancelled, Utc::now(), audit())
+            .await
+            .expect("complete r-2");
+        assert!(done, "the referral's message was not found");
+        assert_eq!(state("r-2").await, "withdrawn");
+        let retried = store
+            .retry_dead(
+                Some("r-3".to_owned()),
+                None,
+                Utc::now(),
+                "operator".to_owned(),
+            )
+            .await
+            .expect("retry");
+        assert_eq!(retried, 1);
+        assert_eq!(state("r-3").await, "queued");
+
+        // No state outside the documented list is stored.
+        let refused = store
+            .write(|connection| {
+                connection
+                    .execute(
+                        "UPDATE referral_states SET state = 'lost' WHERE referral_row = 1",
+                        [],
+                    )
+                    .map_err(storage("update"))
+            })
+            .await;
+        assert!(refused.is_err(), "the store took an unknown state");
         store.close().expect("close");
     }
 
