@@ -113,7 +113,9 @@ pub(crate) fn claim_share(limit: u32, destinations: usize) -> u32 {
 }
 
 /// Claims one destination's due messages: ?1 lease end, ?2 now, ?3 the
-/// destination, ?4 how many.
+/// destination, ?4 how many. The limits below are cast: SQLite plans a bare
+/// `LIMIT ?N` with the value bound, so it parses and plans the statement again
+/// whenever another value is bound, before every claim.
 fn claim_sql() -> String {
     format!(
         "UPDATE outbox SET lease_until = ?1, attempts = attempts + 1, updated_at = ?2
@@ -123,7 +125,7 @@ fn claim_sql() -> String {
                AND next_attempt_at <= ?2
                AND (lease_until IS NULL OR lease_until <= ?2)
                AND NOT EXISTS (SELECT 1 FROM disabled_destinations WHERE destination = ?3)
-             ORDER BY next_attempt_at, seq LIMIT ?4)
+             ORDER BY next_attempt_at, seq LIMIT CAST(?4 AS INTEGER))
          RETURNING {COLUMNS}"
     )
 }
@@ -140,7 +142,7 @@ fn lease_inbox_sql() -> String {
                AND next_attempt_at <= ?2
                AND (seq > ?4 OR lease_until IS NOT NULL)
                AND (lease_until IS NULL OR lease_until <= ?2)
-             ORDER BY seq LIMIT ?5)
+             ORDER BY seq LIMIT CAST(?5 AS INTEGER))
          RETURNING {COLUMNS}"
     )
 }
@@ -591,6 +593,54 @@ mod tests {
         assert!(lookup.contains("outbox_status_event_messages"), "{lookup}");
         assert!(lookup.contains("outbox_referral_messages"), "{lookup}");
         assert!(!lookup.contains("SCAN"), "{lookup}");
+    }
+
+    /// The statements the writer runs for every delivery are prepared once:
+    /// binding new values (another time, another destination, another id)
+    /// does not make SQLite parse and plan them again.
+    #[tokio::test]
+    async fn delivery_statements_are_not_prepared_again_for_new_values() {
+        use rusqlite::StatementStatus;
+
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let store = SqliteStore::open(directory.path().join("store.db")).expect("open");
+        let statements = [
+            (claim_sql(), 4),
+            (lease_inbox_sql(), 5),
+            (
+                format!(
+                    "SELECT seq, referral_row FROM outbox WHERE seq IN {MESSAGE_SEQ} AND state = 'queued'"
+                ),
+                1,
+            ),
+        ];
+        for (sql, parameters) in statements {
+            let reprepared = store
+                .write(move |connection| {
+                    let mut statement = connection.prepare(&sql).map_err(storage("preparing"))?;
+                    for round in 0..3_i64 {
+                        let at = time(Utc::now() + chrono::Duration::seconds(round));
+                        let destination = format!("destination-{round}");
+                        let values: [&dyn rusqlite::ToSql; 5] =
+                            [&at, &at, &destination, &round, &round];
+                        let values = if parameters == 1 {
+                            &[&destination as &dyn rusqlite::ToSql][..]
+                        } else {
+                            &values[..parameters]
+                        };
+                        let mut rows = statement.query(values).map_err(storage("running"))?;
+                        while rows.next().map_err(storage("running"))?.is_some() {}
+                    }
+                    Ok((statement.get_status(StatementStatus::RePrepare), sql))
+                })
+                .await
+                .expect("statement runs");
+            assert_eq!(
+                reprepared.0, 0,
+                "prepared again for new values: {}",
+                reprepared.1
+            );
+        }
     }
 
     #[test]
