@@ -7,8 +7,9 @@
 //! that moment (up to [`MAX_BATCH`]), runs each inside its own savepoint of
 //! one transaction, commits once and only then answers them all: N concurrent
 //! writers cost about one fsync instead of N, and a job that fails rolls back
-//! its savepoint without spoiling the others. The next issue commits every
-//! accepted referral through this same path.
+//! its savepoint without spoiling the others. Under load it starts a commit
+//! at most every `COMMIT_INTERVAL` (1 ms), so that each gathers more jobs;
+//! a job that comes after a quiet moment is committed at once.
 //!
 //! # Checkpoints
 //! Committed pages are copied from the WAL into the database file by a thread
@@ -71,6 +72,13 @@ const CHECKPOINT_PAUSE: Duration = Duration::from_millis(100);
 const WRITER_CHECKPOINT_PAGES: i64 = 10_000;
 /// Consent records kept decoded; past this many the cache starts over.
 const MAX_CACHED_RECORDS: usize = 4096;
+/// The shortest time between the starts of two commits. Each commit writes
+/// every page it changed into the WAL, the shared ones (the ends of the
+/// audit log, the outbox and their indexes) included, and syncs it: under a
+/// moderate load, committing as soon as one job is there wrote about 26 pages
+/// per commit for 4 jobs. Waiting at most this long gathers more jobs per
+/// commit; a job arriving after a quiet moment is committed at once.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(1);
 /// Prepared statements each connection keeps (`prepare_cached`). More than
 /// the store's distinct statements (about 40): rusqlite's default of 16 is
 /// fewer than the writer alone runs under load, and an evicted statement is
@@ -524,7 +532,14 @@ fn run_writer(
     wake_checkpointer: &SyncSender<()>,
 ) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
+    let mut last_commit: Option<Instant> = None;
     while let Some(first) = queue.blocking_recv() {
+        // Under load, the jobs arriving within COMMIT_INTERVAL of the last
+        // commit join this one; an isolated job is committed at once.
+        if let Some(next) = last_commit.map(|at| at + COMMIT_INTERVAL) {
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        last_commit = Some(Instant::now());
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
