@@ -474,6 +474,11 @@ impl SqliteStore {
     }
 }
 
+/// The seq and referral key of the queued message whose id is `?1`.
+fn queued_message_sql() -> String {
+    format!("SELECT seq, referral_row FROM outbox WHERE seq IN {MESSAGE_SEQ} AND state = 'queued'")
+}
+
 fn complete(
     connection: &Connection,
     message_id: &str,
@@ -482,9 +487,7 @@ fn complete(
     audit: &AuditEntry,
 ) -> Result<bool, Error> {
     let queued: Option<(i64, Option<i64>)> = connection
-        .prepare_cached(&format!(
-            "SELECT seq, referral_row FROM outbox WHERE seq IN {MESSAGE_SEQ} AND state = 'queued'"
-        ))
+        .prepare_cached(&queued_message_sql())
         .and_then(|mut query| {
             query
                 .query_row([message_id], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -607,12 +610,7 @@ mod tests {
         let statements = [
             (claim_sql(), 4),
             (lease_inbox_sql(), 5),
-            (
-                format!(
-                    "SELECT seq, referral_row FROM outbox WHERE seq IN {MESSAGE_SEQ} AND state = 'queued'"
-                ),
-                1,
-            ),
+            (queued_message_sql(), 1),
         ];
         for (sql, parameters) in statements {
             let reprepared = store
