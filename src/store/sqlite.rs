@@ -16,7 +16,8 @@
 //! of its own, woken by commits and at most once per [`CHECKPOINT_PAUSE`]:
 //! the writer would otherwise stop every thousand pages to copy and fsync
 //! them while writers wait. Its checkpoints are PASSIVE (they never wait for
-//! the writer or the readers). Should they fall behind, or never find the log
+//! the writer or the readers); one that could not copy the whole log is
+//! tried again after the pause, commits or not. Should they fall behind, or never find the log
 //! complete so that it can start over, the writer checkpoints itself past
 //! [`WRITER_CHECKPOINT_PAGES`], which bounds the WAL.
 //!
@@ -343,13 +344,9 @@ fn open_checkpointer(path: &Path) -> Result<Connection, Error> {
 fn run_checkpointer(connection: &Connection, commits: &std::sync::mpsc::Receiver<()>) {
     let mut pending = commits.recv().is_ok();
     while pending {
-        // PASSIVE never waits: what it cannot copy now is copied next time.
-        if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            && error.sqlite_error_code() != Some(rusqlite::ErrorCode::DatabaseBusy)
-        {
-            tracing::warn!(%error, "store: a checkpoint failed; the writer checkpoints past its threshold");
-        }
-        pending = false;
+        // PASSIVE never waits: what it cannot copy now is copied after the
+        // pause, whether or not more commits come.
+        pending = checkpoint_passive(connection);
         let resume = Instant::now() + CHECKPOINT_PAUSE;
         loop {
             match commits.recv_timeout(resume.saturating_duration_since(Instant::now())) {
@@ -360,6 +357,29 @@ fn run_checkpointer(connection: &Connection, commits: &std::sync::mpsc::Receiver
         }
         if !pending {
             pending = commits.recv().is_ok();
+        }
+    }
+}
+
+/// Runs one PASSIVE checkpoint; true when part of the WAL is still to copy.
+/// A checkpoint running beside a commit, or behind a reader's older
+/// snapshot, copies only part of the log: without another try, the rest
+/// would wait for the next commit, however late. A failure is not tried
+/// again before the next commit: the writer's own threshold bounds the log.
+fn checkpoint_passive(connection: &Connection) -> bool {
+    // The row is (busy, frames in the log, frames copied).
+    match connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    }) {
+        Ok((busy, log, copied)) => busy != 0 || copied < log,
+        Err(error) if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => true,
+        Err(error) => {
+            tracing::warn!(%error, "store: a checkpoint failed; the writer checkpoints past its threshold");
+            false
         }
     }
 }
@@ -848,15 +868,24 @@ mod tests {
         store.close().expect("closes");
     }
 
-    /// Committed pages reach the database file without the writer copying
-    /// them: some 200 pages, far below the writer's own threshold, are
-    /// checkpointed by the checkpointer thread.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_checkpointer_copies_commits_into_the_database_file() {
-        let directory = tempfile::tempdir().expect("temporary directory");
-        let path = directory.path().join("store.db");
-        let store = SqliteStore::open(&path).expect("open");
-        let file_size = || std::fs::metadata(&path).map_or(0, |metadata| metadata.len());
+    /// The size of the database once every commit is copied into its file:
+    /// its pages as a new connection sees them through the WAL.
+    fn checkpointed_size(path: &Path) -> u64 {
+        let connection = Connection::open(path).expect("a probe");
+        let (pages, page_size): (i64, i64) = connection
+            .query_row(
+                "SELECT (SELECT page_count FROM pragma_page_count), (SELECT page_size FROM pragma_page_size)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .expect("the page count");
+        u64::try_from(pages * page_size).expect("a size")
+    }
+
+    /// A store with a table of rows of 16,000 characters, and a function
+    /// committing `count` more, one per commit.
+    async fn filler_store(path: &Path) -> SqliteStore {
+        let store = SqliteStore::open(path).expect("open");
         store
             .write(|connection| {
                 connection
@@ -865,8 +894,11 @@ mod tests {
             })
             .await
             .expect("a table");
-        let before = file_size();
-        for _ in 0..50 {
+        store
+    }
+
+    async fn insert_filler(store: &SqliteStore, count: usize) {
+        for _ in 0..count {
             store
                 .write(|connection| {
                     connection
@@ -880,15 +912,62 @@ mod tests {
                 .await
                 .expect("a row");
         }
+    }
+
+    /// Waits up to 10 s for the database file to hold every commit.
+    async fn wait_for_checkpoint(path: &Path, since: &str) {
+        let file_size = || std::fs::metadata(path).map_or(0, |metadata| metadata.len());
+        let expected = checkpointed_size(path);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while file_size() < before + 50 * 16_000 {
+        while file_size() < expected {
             assert!(
                 Instant::now() < deadline,
-                "the database file holds {} bytes 10 s after the commits, {before} before them",
+                "the database file holds {} of its {expected} bytes 10 s after {since}",
                 file_size()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Committed pages reach the database file without the writer copying
+    /// them: some 200 pages, far below the writer's own threshold, are
+    /// checkpointed by the checkpointer thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_checkpointer_copies_commits_into_the_database_file() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = directory.path().join("store.db");
+        let store = filler_store(&path).await;
+        insert_filler(&store, 50).await;
+        wait_for_checkpoint(&path, "the commits").await;
+        store.close().expect("close");
+    }
+
+    /// A reader's snapshot keeps the checkpointer from copying the commits
+    /// made after it; once the reader is done, the rest is copied although
+    /// no commit comes to wake the checkpointer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_held_back_by_a_reader_is_finished_without_another_commit() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = directory.path().join("store.db");
+        let store = filler_store(&path).await;
+        let reader = Connection::open(&path).expect("a reader");
+        reader.execute_batch("BEGIN").expect("a read transaction");
+        let rows: i64 = reader
+            .query_row("SELECT count(*) FROM filler", [], |row| row.get(0))
+            .expect("a snapshot");
+        assert_eq!(rows, 0);
+        insert_filler(&store, 50).await;
+        // The checkpointer runs, woken by these commits, while the snapshot
+        // holds: the pages committed after it stay in the WAL.
+        tokio::time::sleep(CHECKPOINT_PAUSE * 3).await;
+        let held_back = std::fs::metadata(&path).expect("the file").len();
+        assert!(
+            held_back < checkpointed_size(&path),
+            "the commits after the reader's snapshot were copied while it was open"
+        );
+        reader.execute_batch("COMMIT").expect("the reader is done");
+        wait_for_checkpoint(&path, "the reader was done").await;
+        drop(reader);
         store.close().expect("close");
     }
 
