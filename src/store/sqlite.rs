@@ -17,9 +17,9 @@
 //! the writer would otherwise stop every thousand pages to copy and fsync
 //! them while writers wait. Its checkpoints are PASSIVE (they never wait for
 //! the writer or the readers); one that could not copy the whole log is
-//! tried again after the pause, commits or not. Should they fall behind, or never find the log
-//! complete so that it can start over, the writer checkpoints itself past
-//! [`WRITER_CHECKPOINT_PAGES`], which bounds the WAL.
+//! tried again after the pause, commits or not. Should they fall behind, or
+//! never find the log complete so that it can start over, the writer
+//! checkpoints itself past [`WRITER_CHECKPOINT_PAGES`], which bounds the WAL.
 //!
 //! # Read path
 //! Reads run on separate connections (a small pool), each in its own read
