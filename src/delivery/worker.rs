@@ -21,13 +21,13 @@ use super::webhook::WebhookSender;
 use super::{Attempt, MessageKind, Outbound};
 use crate::audit::{AuditEntry, AuditKind};
 use crate::config::{DeliveryMode, Organisation};
-use crate::consent::{ConsentState, RecordId};
+use crate::consent::ConsentState;
 use crate::error::Error;
 use crate::formats::{self, Context, FormatOptions};
 use crate::gateway::Gateway;
 use crate::model::status::StatusEvent;
 use crate::model::{Message, v2};
-use crate::store::{ConsentStore, OutboxMessage, Outcome, ReferralStore, claim_share};
+use crate::store::{OutboxMessage, Outcome, ReferralStore, claim_share};
 
 /// Attempts in flight (sent or being sent, outcome not yet committed) per
 /// sending permit: recording an outcome waits for a commit, which must not
@@ -383,17 +383,12 @@ pub async fn may_leave(
     now: DateTime<Utc>,
 ) -> Result<Result<(), &'static str>, Error> {
     // Its consent record and statuses, not its content: this runs before
-    // every attempt.
+    // every attempt, and reads them together.
     let Some(standing) = gateway.store().standing(referral_id.to_owned()).await? else {
         return Ok(Err("referral-missing"));
     };
-    let Some(record_id) = standing.consent_record_id.as_deref() else {
-        return Ok(Err("consent-missing"));
-    };
-    let Ok(record_id) = RecordId::parse(record_id) else {
-        return Ok(Err("consent-missing"));
-    };
-    let Some(record) = gateway.store().record(record_id).await? else {
+    // No record id, an id that is not one, or no such record stored.
+    let Some(record) = standing.consent_record else {
         return Ok(Err("consent-missing"));
     };
     // Consent first: it is the more precise reason when both apply (a

@@ -177,8 +177,10 @@ pub struct Outgoing {
 /// What decides whether a referral may still leave, without its content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Standing {
-    /// The consent record it was accepted under.
+    /// The id of the consent record it was accepted under.
     pub consent_record_id: Option<String>,
+    /// That record, when the id names a stored record.
+    pub consent_record: Option<ConsentRecord>,
     /// The statuses recorded about it (proto value names), oldest first.
     pub statuses: Vec<String>,
 }
@@ -223,7 +225,8 @@ pub trait ReferralStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<StoredReferral>, Error>> + Send;
 
     /// The referral's consent record and statuses, if stored: what delivery
-    /// checks before each attempt, read without the referral's content.
+    /// checks before each attempt, read without the referral's content (on
+    /// SQLite, in one read transaction).
     fn standing(
         &self,
         referral_id: String,

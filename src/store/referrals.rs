@@ -5,6 +5,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::audit::{self, AuditEntry};
+use crate::consent::RecordId;
 use crate::error::Error;
 
 use super::sqlite::{SqliteStore, storage};
@@ -31,7 +32,16 @@ impl ReferralStore for SqliteStore {
     }
 
     async fn standing(&self, referral_id: String) -> Result<Option<Standing>, Error> {
-        self.read(|connection| standing(connection, &referral_id))
+        self.read(|connection| {
+            let Some(mut standing) = standing(connection, &referral_id)? else {
+                return Ok(None);
+            };
+            if let Some(Ok(record_id)) = standing.consent_record_id.as_deref().map(RecordId::parse)
+            {
+                standing.consent_record = self.record_in(connection, record_id)?;
+            }
+            Ok(Some(standing))
+        })
     }
 
     async fn record_status_event(
@@ -240,6 +250,7 @@ fn standing(connection: &Connection, referral_id: &str) -> Result<Option<Standin
         .map_err(storage("reading status events"))?;
     Ok(Some(Standing {
         consent_record_id,
+        consent_record: None,
         statuses,
     }))
 }

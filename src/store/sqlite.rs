@@ -281,18 +281,31 @@ impl ConsentStore for SqliteStore {
     }
 
     async fn record(&self, record_id: RecordId) -> Result<Option<ConsentRecord>, Error> {
+        self.read(|connection| self.record_in(connection, record_id))
+    }
+}
+
+impl SqliteStore {
+    /// The consent record, read in the caller's read transaction: the
+    /// decoded copy kept by the store while its events are all there is,
+    /// else loaded (and kept).
+    pub(crate) fn record_in(
+        &self,
+        connection: &Connection,
+        record_id: RecordId,
+    ) -> Result<Option<ConsentRecord>, Error> {
         let cached = self
             .records
             .lock()
             .ok()
             .and_then(|records| records.get(&record_id).cloned());
-        let (record, reloaded) = self.read(|connection| match cached {
-            Some(record) if event_count(connection, record_id)? == Some(record.events.len()) => {
-                Ok((Some(record), false))
-            }
-            _ => Ok((load(connection, record_id)?, true)),
-        })?;
-        if reloaded && let (Some(record), Ok(mut records)) = (&record, self.records.lock()) {
+        if let Some(record) = cached
+            && event_count(connection, record_id)? == Some(record.events.len())
+        {
+            return Ok(Some(record));
+        }
+        let record = load(connection, record_id)?;
+        if let (Some(record), Ok(mut records)) = (&record, self.records.lock()) {
             if records.len() >= MAX_CACHED_RECORDS {
                 records.clear();
             }

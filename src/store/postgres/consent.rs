@@ -168,7 +168,7 @@ async fn insert_event(
 /// Reads a record and its events. The header never changes and the events
 /// are read in one statement (one snapshot), so the record read is one the
 /// store held at some moment.
-async fn load(
+pub(super) async fn load(
     connection: &mut PgConnection,
     record_id: RecordId,
 ) -> Result<Option<ConsentRecord>, Error> {

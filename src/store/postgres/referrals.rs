@@ -19,13 +19,14 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row as _};
 
 use crate::audit::AuditEntry;
+use crate::consent::RecordId;
 use crate::error::Error;
 use crate::store::{
     Accepted, NewReferral, NewStatusEvent, Outgoing, ReferralStore, Standing, StoredEvent,
     StoredReferral, Written,
 };
 
-use super::{PgStore, audit, storage, time};
+use super::{PgStore, audit, consent, storage, time};
 
 impl ReferralStore for PgStore {
     async fn accept_referral(
@@ -79,8 +80,13 @@ impl ReferralStore for PgStore {
         .fetch_all(&mut *connection)
         .await
         .map_err(storage("reading status events"))?;
+        let consent_record = match consent_record_id.as_deref().map(RecordId::parse) {
+            Some(Ok(record_id)) => consent::load(&mut connection, record_id).await?,
+            _ => None,
+        };
         Ok(Some(Standing {
             consent_record_id,
+            consent_record,
             statuses,
         }))
     }
@@ -717,6 +723,8 @@ mod tests {
             .expect("standing")
             .expect("present");
         assert_eq!(standing.consent_record_id, stored.consent_record_id);
+        // The id names no stored record here: delivery reads that as no consent.
+        assert_eq!(standing.consent_record, None);
         let statuses: Vec<String> = stored
             .events
             .iter()
