@@ -895,8 +895,7 @@ mod tests {
         u64::try_from(pages * page_size).expect("a size")
     }
 
-    /// A store with a table of rows of 16,000 characters, and a function
-    /// committing `count` more, one per commit.
+    /// A store with an empty table for rows of 16,000 characters.
     async fn filler_store(path: &Path) -> SqliteStore {
         let store = SqliteStore::open(path).expect("open");
         store
@@ -910,6 +909,7 @@ mod tests {
         store
     }
 
+    /// Commits `count` rows of 16,000 characters, one per commit.
     async fn insert_filler(store: &SqliteStore, count: usize) {
         for _ in 0..count {
             store
