@@ -75,12 +75,32 @@ pub struct Gateway {
 pub struct Submission {
     /// The input format (one of [`INPUT_FORMATS`]).
     pub format: String,
-    /// The document (or CSV file).
+    /// The document.
     pub body: Vec<u8>,
-    /// The recipient, for formats that do not name it (DORA, CSV).
+    /// The recipient, for formats that do not name it (DORA).
     pub recipient: Option<String>,
-    /// The mapping, for CSV (a file stem in the mappings folder).
+}
+
+/// A CSV batch as it arrives: the file is read while its rows are decided,
+/// never held whole.
+pub struct CsvBatch {
+    /// The recipient (a CSV export names none).
+    pub recipient: Option<String>,
+    /// The mapping (a file stem in the mappings folder).
     pub mapping: Option<String>,
+    /// The file. Read on a blocking thread; a read error whose inner error is
+    /// an [`Error`] (the body's size limit, its deadline) ends the batch with
+    /// that error.
+    pub input: Box<dyn std::io::Read + Send>,
+}
+
+impl std::fmt::Debug for CsvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CsvBatch")
+            .field("recipient", &self.recipient)
+            .field("mapping", &self.mapping)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What decodes a submission: an adapter by name, or a CSV mapping (the
@@ -244,10 +264,16 @@ impl Gateway {
         submission: Submission,
     ) -> Result<SubmitAnswer, Error> {
         let format = submission.format.clone();
-        let (source, context) = self.prepare(caller, &submission)?;
-        let Source::Named(adapter) = source else {
+        if format == "csv" {
             return Err(Error::UnsupportedFormat(
                 "csv is a batch format: it answers per row".to_owned(),
+            ));
+        }
+        let (source, context) =
+            self.prepare(caller, &format, submission.recipient.as_deref(), None)?;
+        let Source::Named(adapter) = source else {
+            return Err(Error::Internal(
+                "a single document was prepared as a CSV batch".to_owned(),
             ));
         };
         let decoded = info_span!("decode", format = %format).in_scope(|| {
@@ -262,43 +288,57 @@ impl Gateway {
     /// Submits a CSV batch: each row is accepted or refused on its own (the
     /// API says so: a batch is not atomic), and its answer is sent to
     /// `answers` in the rows' order as soon as it and the rows before it are
-    /// done. Rows are decoded on a blocking thread as they are read and up to
-    /// 128 are submitted at once, without waiting for a whole group to end,
-    /// each on a task of its own so that rows are decided on every worker
-    /// thread, their commits share fsyncs and the store's writer never idles;
-    /// memory holds those rows, not the file decoded nor its answers. An
-    /// error of the whole file (its header, its encoding) ends the batch with
-    /// `Err`.
+    /// done. Rows are decoded on a blocking thread as the file is read and up
+    /// to 128 are submitted at once, without waiting for a whole group to
+    /// end, each on a task of its own so that rows are decided on every
+    /// worker thread, their commits share fsyncs and the store's writer never
+    /// idles; memory holds those rows, not the file nor its decoded rows.
+    /// Sending an answer never waits: the reading of the file must not wait
+    /// on a client that reads the answer only once it has sent the whole
+    /// file. An error of the whole file (its header, its encoding, a read
+    /// error of the input such as its size limit) ends the batch with `Err`.
     pub async fn submit_csv(
         self: &Arc<Self>,
         caller: &Organisation,
-        submission: Submission,
-        answers: tokio::sync::mpsc::Sender<RowAnswer>,
+        batch: CsvBatch,
+        answers: tokio::sync::mpsc::UnboundedSender<RowAnswer>,
     ) -> Result<(), Error> {
         const IN_FLIGHT: usize = 128;
-        let format = submission.format.clone();
-        let (source, context) = self.prepare(caller, &submission)?;
+        let (source, context) = self.prepare(
+            caller,
+            "csv",
+            batch.recipient.as_deref(),
+            batch.mapping.as_deref(),
+        )?;
         let Source::Mapping(mapping) = source else {
-            return Err(Error::UnsupportedFormat(format!(
-                "{format} is not a batch format"
-            )));
+            return Err(Error::Internal(
+                "a CSV batch was prepared without its mapping".to_owned(),
+            ));
         };
-        let body = submission.body;
+        let input = batch.input;
         let (rows, mut received) = tokio::sync::mpsc::channel(IN_FLIGHT);
-        let span = info_span!("decode", format = %format);
+        let span = info_span!("decode", format = "csv");
         let decoding = tokio::task::spawn_blocking(move || {
             span.in_scope(|| -> Result<(), Error> {
                 let adapter = CsvFormat::new(*mapping);
-                let records = adapter.decode(Box::new(body.as_slice()), &context)?;
+                let records = adapter.decode(input, &context)?;
                 for record in records {
-                    if rows.blocking_send((record.line, record.result)).is_err() {
+                    // The input itself failed (too large, too slow): the
+                    // file's error, not a row's.
+                    let record = match record.result {
+                        Err(error @ (Error::TooLarge { .. } | Error::TimedOut(_))) => {
+                            return Err(error);
+                        }
+                        result => (record.line, result),
+                    };
+                    if rows.blocking_send(record).is_err() {
                         break;
                     }
                 }
                 Ok(())
             })
         });
-        let format: Arc<str> = Arc::from(format);
+        let format: Arc<str> = Arc::from("csv");
         let caller = Arc::new(caller.clone());
         let mut submitted =
             futures_util::stream::poll_fn(move |context| received.poll_recv(context))
@@ -319,7 +359,7 @@ impl Gateway {
                 })
                 .buffered(IN_FLIGHT);
         while let Some(answer) = submitted.next().await {
-            if answers.send(answer).await.is_err() {
+            if answers.send(answer).is_err() {
                 // The client went away; the rows submitted so far stand.
                 break;
             }
@@ -352,16 +392,17 @@ impl Gateway {
     fn prepare(
         &self,
         caller: &Organisation,
-        submission: &Submission,
+        format: &str,
+        recipient: Option<&str>,
+        mapping: Option<&str>,
     ) -> Result<(Source, Context), Error> {
-        if !INPUT_FORMATS.contains(&submission.format.as_str()) {
+        if !INPUT_FORMATS.contains(&format) {
             return Err(Error::UnsupportedFormat(format!(
-                "\"{}\" is not an input format of the API; use one of {}",
-                submission.format,
+                "\"{format}\" is not an input format of the API; use one of {}",
                 INPUT_FORMATS.join(", ")
             )));
         }
-        let recipient = match &submission.recipient {
+        let recipient = match recipient {
             None => None,
             Some(siret) => Some(self.recipient_by_siret(siret, "recipient")?.party.clone()),
         };
@@ -372,19 +413,18 @@ impl Gateway {
             referral_id: None,
             limits: self.limits(),
         };
-        let needs_recipient = matches!(submission.format.as_str(), "dora" | "csv");
+        let needs_recipient = matches!(format, "dora" | "csv");
         if needs_recipient && context.recipient.is_none() {
             return Err(Error::invalid(
                 "",
                 "recipient-required",
                 format!(
-                    "the {} format does not name the recipient: give its SIRET as the recipient parameter",
-                    submission.format
+                    "the {format} format does not name the recipient: give its SIRET as the recipient parameter"
                 ),
             ));
         }
-        let source = if submission.format == "csv" {
-            let name = submission.mapping.as_deref().ok_or_else(|| {
+        let source = if format == "csv" {
+            let name = mapping.ok_or_else(|| {
                 Error::invalid(
                     "",
                     "mapping-required",
@@ -406,10 +446,7 @@ impl Gateway {
             })?;
             Source::Mapping(Box::new(mapping.clone()))
         } else {
-            Source::Named(formats::by_name(
-                &submission.format,
-                &FormatOptions::default(),
-            )?)
+            Source::Named(formats::by_name(format, &FormatOptions::default())?)
         };
         Ok((source, context))
     }

@@ -320,7 +320,6 @@ async fn library_referral(gateway: &Gateway) -> String {
                 format: "passerelle-v2".to_owned(),
                 body: serde_json::to_vec(&referral(&referral_id, &record_id)).expect("JSON"),
                 recipient: None,
-                mapping: None,
             },
         )
         .await

@@ -980,3 +980,266 @@ async fn a_csv_batch_with_a_wrong_header_is_refused_whole() {
     );
     assert!(!body.to_string().contains("Zouzou"), "{body}");
 }
+
+/// The sample export's header line and a copy of its first row under each of
+/// `ids` (row identifiers of the sender's information system).
+fn csv_rows(ids: std::ops::Range<u32>) -> (String, String) {
+    let sample = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/association-export-cdb.csv"),
+    )
+    .expect("sample CSV");
+    let mut lines = sample.split_inclusive('\n');
+    let header = lines.next().expect("header").to_owned();
+    let row = lines.next().expect("a row");
+    let rows = ids
+        .map(|id| row.replacen("KX-0001", &format!("KX-{id:06}"), 1))
+        .collect();
+    (header, rows)
+}
+
+/// A CSV batch sent the way a client streaming its file sends it: plain
+/// HTTP/1.1, the file in chunks, no declared length.
+async fn start_chunked_csv(gateway: &TestGateway) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    // Small socket buffers, as over a real network: neither side's kernel
+    // can hold megabytes of what the other has not read yet.
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .set_recv_buffer_size(64 * 1024)
+        .expect("receive buffer");
+    socket.set_send_buffer_size(64 * 1024).expect("send buffer");
+    let mut stream = socket.connect(gateway.address).await.expect("connect");
+    let head = format!(
+        "POST {REFERRALS}?format=csv&mapping=carnet-de-bord&recipient={} HTTP/1.1\r\nhost: localhost\r\nauthorization: {}\r\ncontent-type: text/csv\r\ntransfer-encoding: chunked\r\n\r\n",
+        organisation(FRANCE_TRAVAIL).siret,
+        bearer(KONEXIO)
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream
+}
+
+async fn send_chunk(stream: &mut (impl tokio::io::AsyncWrite + Unpin), bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let mut chunk = format!("{:x}\r\n", bytes.len()).into_bytes();
+    chunk.extend_from_slice(bytes);
+    chunk.extend_from_slice(b"\r\n");
+    stream.write_all(&chunk).await.expect("a chunk");
+}
+
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Reads the answer into `received` until it holds `needle`, for at most
+/// `seconds`.
+async fn read_until(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    received: &mut Vec<u8>,
+    needle: &[u8],
+    seconds: u64,
+) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    let wait = async {
+        // Only what arrived since the last look is searched (with the end of
+        // what came before, where the needle may start).
+        let mut searched = 0;
+        let mut buffer = vec![0_u8; 64 * 1024];
+        while !received[searched..]
+            .windows(needle.len())
+            .any(|window| window == needle)
+        {
+            searched = received.len().saturating_sub(needle.len() - 1);
+            let read = stream
+                .read(&mut buffer)
+                .await
+                .map_err(|error| error.to_string())?;
+            if read == 0 {
+                return Err("the connection closed".to_owned());
+            }
+            received.extend_from_slice(&buffer[..read]);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(seconds), wait)
+        .await
+        .map_err(|_| format!("not received within {seconds} s"))?
+}
+
+/// The status and JSON body of a whole chunked HTTP/1.1 answer.
+fn chunked_answer(raw: &[u8]) -> (u16, Value) {
+    let text = String::from_utf8(raw.to_vec()).expect("UTF-8 answer");
+    let (head, mut rest) = text.split_once("\r\n\r\n").expect("a head");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .expect("a status line");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect("a chunk size");
+        let size = usize::from_str_radix(size, 16).expect("a hexadecimal size");
+        if size == 0 {
+            break;
+        }
+        body.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    (status, serde_json::from_str(&body).expect("a JSON body"))
+}
+
+/// The file is read as its rows are decided: the first row is answered while
+/// the rest of the file has not been sent yet (a file read whole before its
+/// first row would leave this test waiting), and the batch ends once the rest
+/// arrives.
+#[tokio::test]
+async fn a_csv_batch_is_answered_while_its_file_is_still_being_sent() {
+    let gateway = TestGateway::start_with(Options {
+        tls: false,
+        ..Options::default()
+    });
+    let sample = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/association-export-cdb.csv"),
+    )
+    .expect("sample CSV");
+    let lines: Vec<&str> = sample.split_inclusive('\n').collect();
+    let mut stream = start_chunked_csv(&gateway).await;
+    send_chunk(&mut stream, lines[..2].concat().as_bytes()).await;
+    let mut received = Vec::new();
+    read_until(&mut stream, &mut received, b"\"line\":2,", 30)
+        .await
+        .expect("the first row answered before the file ends");
+    assert!(received.starts_with(b"HTTP/1.1 200"), "{received:?}");
+
+    send_chunk(&mut stream, lines[2..].concat().as_bytes()).await;
+    tokio::io::AsyncWriteExt::write_all(&mut stream, LAST_CHUNK)
+        .await
+        .expect("the last chunk");
+    read_until(&mut stream, &mut received, LAST_CHUNK, 30)
+        .await
+        .expect("the whole answer");
+    let (status, body) = chunked_answer(&received);
+    assert_eq!(status, 200);
+    let lines: Vec<u64> = body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| row["line"].as_u64().expect("line"))
+        .collect();
+    assert_eq!(lines, vec![2, 3, 4, 5], "{body}");
+    assert_eq!(body["refused"], json!(4), "{body}");
+    assert!(body.get("error").is_none(), "{body}");
+}
+
+/// A client that reads the answer only once it has sent its whole file (many
+/// HTTP/1.1 clients do) gets every row's answer: answers that do not fit in
+/// the connection's buffers wait in the gateway instead of stopping the
+/// reading of the file, which would leave both sides waiting for ever (this
+/// test then fails on its first timeout). The rows are refused as soon as
+/// they are read (one cell where the header has 17), so that megabytes of
+/// file and of answers pass quickly.
+#[tokio::test]
+async fn a_client_that_reads_only_after_sending_its_file_gets_every_answer() {
+    use tokio::io::AsyncWriteExt;
+    const ROWS: usize = 40_000;
+    let gateway = TestGateway::start_with(Options {
+        tls: false,
+        max_body_bytes: 64 * 1024 * 1024,
+        request_timeout_seconds: 300,
+        ..Options::default()
+    });
+    let (header, _) = csv_rows(0..0);
+    let rows = format!("{}\r\n", "x".repeat(300)).repeat(ROWS);
+    let stream = start_chunked_csv(&gateway).await;
+    let (mut reading, mut writing) = stream.into_split();
+    let sent = async {
+        send_chunk(&mut writing, header.as_bytes()).await;
+        for block in rows.as_bytes().chunks(64 * 1024) {
+            send_chunk(&mut writing, block).await;
+        }
+        writing.write_all(LAST_CHUNK).await.expect("the last chunk");
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), sent)
+        .await
+        .expect("the whole file sent while its answer is not read");
+    let mut received = Vec::new();
+    read_until(&mut reading, &mut received, LAST_CHUNK, 120)
+        .await
+        .expect("the whole answer");
+    // More than the connection's buffers hold: without a reader, the
+    // gateway had to keep answers itself.
+    assert!(received.len() > 8 * 1024 * 1024, "{} bytes", received.len());
+    let (status, body) = chunked_answer(&received);
+    assert_eq!(status, 200);
+    let rows = body["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), ROWS, "every row answered");
+    assert!(rows.iter().all(|row| row["status"] == json!(400)));
+    assert_eq!(body["refused"], json!(ROWS));
+}
+
+/// A file that outgrows the body limit while it is read ends its batch with
+/// a 413 problem after the rows read before the limit; the rows answered
+/// stand. The client sends a little more than the limit and then waits, as
+/// one that sent more would only have the rest refused.
+#[tokio::test]
+async fn a_streamed_csv_file_over_the_body_limit_ends_its_batch_with_413() {
+    const LIMIT: usize = 64 * 1024;
+    let gateway = TestGateway::start_with(Options {
+        tls: false,
+        max_body_bytes: LIMIT as u64,
+        ..Options::default()
+    });
+    let (header, rows) = csv_rows(0..1_000);
+    let mut stream = start_chunked_csv(&gateway).await;
+    send_chunk(&mut stream, header.as_bytes()).await;
+    for block in rows.as_bytes()[..LIMIT + 1024].chunks(16 * 1024) {
+        send_chunk(&mut stream, block).await;
+    }
+    let mut received = Vec::new();
+    read_until(&mut stream, &mut received, LAST_CHUNK, 60)
+        .await
+        .expect("the whole answer");
+    let (status, body) = chunked_answer(&received);
+    assert_eq!(status, 200);
+    let answered_rows = body["rows"].as_array().expect("rows").len();
+    assert!(
+        answered_rows > 0 && answered_rows < 1_000,
+        "{answered_rows} rows answered"
+    );
+    assert_eq!(body["error"]["status"], json!(413), "{body}");
+    assert_eq!(
+        body["refused"].as_u64(),
+        Some(answered_rows as u64),
+        "{body}"
+    );
+}
+
+/// A file that stops arriving ends its batch with a timeout problem once the
+/// request timeout has passed, after the rows already read.
+#[tokio::test]
+async fn a_csv_file_that_stops_arriving_ends_its_batch_with_a_timeout() {
+    let gateway = TestGateway::start_with(Options {
+        tls: false,
+        request_timeout_seconds: 2,
+        ..Options::default()
+    });
+    let (header, rows) = csv_rows(0..1);
+    let mut stream = start_chunked_csv(&gateway).await;
+    send_chunk(&mut stream, format!("{header}{rows}").as_bytes()).await;
+    let mut received = Vec::new();
+    read_until(&mut stream, &mut received, LAST_CHUNK, 30)
+        .await
+        .expect("the answer ends without the rest of the file");
+    let (status, body) = chunked_answer(&received);
+    assert_eq!(status, 200);
+    assert_eq!(body["rows"].as_array().expect("rows").len(), 1, "{body}");
+    assert_eq!(body["error"]["status"], json!(408), "{body}");
+    assert!(
+        body["error"]["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("not received")),
+        "{body}"
+    );
+}

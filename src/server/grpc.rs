@@ -214,7 +214,6 @@ impl ReferralService for Referrals {
                     format: format.to_owned(),
                     body,
                     recipient: None,
-                    mapping: None,
                 };
                 let answer = gateway
                     .submit(&caller, submission)

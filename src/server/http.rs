@@ -12,8 +12,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::StreamExt as _;
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
+use tokio_util::io::{StreamReader, SyncIoBridge};
 use tracing::Instrument;
 
 use super::AppState;
@@ -22,7 +24,7 @@ use super::problem::{HttpError, Problem, problem_response};
 use crate::config::Organisation;
 use crate::delivery::inbox;
 use crate::error::Error;
-use crate::gateway::{RowAnswer, Submission, at_line};
+use crate::gateway::{CsvBatch, RowAnswer, Submission, at_line};
 
 /// The OpenAPI 3.1 document of this API, as served at `/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../openapi/passerelle.json");
@@ -166,27 +168,78 @@ fn caller(
 
 /// Reads the body, refusing more than the configured limit.
 async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Error> {
+    let limit = body_limit(state, headers)?;
+    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match limited.collect().await {
+        // One copy of the frames into one buffer, whose allocation the Vec
+        // then takes over.
+        Ok(collected) => Ok(Vec::from(collected.to_bytes())),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(Error::TooLarge { limit })
+        }
+        Err(_) => Err(unreadable_body()),
+    }
+}
+
+/// The body limit, after refusing a body whose declared length is over it.
+fn body_limit(state: &AppState, headers: &HeaderMap) -> Result<u64, Error> {
     let limit = state.gateway.config().server.max_body_bytes;
-    let too_large = Error::TooLarge { limit };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit) {
-        return Err(too_large);
+        return Err(Error::TooLarge { limit });
     }
-    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match limited.collect().await {
-        // One copy of the frames into one buffer, whose allocation the Vec
-        // then takes over (a 100,000-row CSV file is 28 MB).
-        Ok(collected) => Ok(Vec::from(collected.to_bytes())),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large),
-        Err(_) => Err(Error::Malformed {
-            detail: "the request body could not be read to its end".to_owned(),
-            line: None,
-            column: None,
-        }),
+    Ok(limit)
+}
+
+fn unreadable_body() -> Error {
+    Error::Malformed {
+        detail: "the request body could not be read to its end".to_owned(),
+        line: None,
+        column: None,
     }
+}
+
+/// The body of a CSV batch as a blocking reader for the thread that decodes
+/// it, so that the file is read as its rows are decided and never held whole.
+/// It is bounded by the body limit, and must arrive within the request
+/// timeout counted from `started`: the batch is answered while its file is
+/// read, so the request's own timeout stops at the answer's head. Either
+/// failure is an I/O error holding the [`Error`] to answer.
+fn body_reader(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    started: tokio::time::Instant,
+) -> Result<Box<dyn std::io::Read + Send>, Error> {
+    let limit = body_limit(state, headers)?;
+    let timeout = state.gateway.config().server.request_timeout;
+    let deadline = started + timeout;
+    let frames = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .into_data_stream();
+    let chunks = futures_util::stream::unfold(Some(frames), move |frames| async move {
+        let mut frames = frames?;
+        let failure = match tokio::time::timeout_at(deadline, frames.next()).await {
+            Ok(Some(Ok(bytes))) => return Some((Ok(bytes), Some(frames))),
+            Ok(None) => return None,
+            Ok(Some(Err(error))) if error.is::<http_body_util::LengthLimitError>() => {
+                Error::TooLarge { limit }
+            }
+            Ok(Some(Err(_))) => unreadable_body(),
+            Err(_) => Error::TimedOut(format!(
+                "the CSV file was not received within {} s; send it again (rows already \
+                 accepted are replayed, not stored twice)",
+                timeout.as_secs()
+            )),
+        };
+        // The stream ends after its error.
+        Some((Err(std::io::Error::other(failure)), None))
+    });
+    Ok(Box::new(SyncIoBridge::new(StreamReader::new(Box::pin(
+        chunks,
+    )))))
 }
 
 fn content_type(headers: &HeaderMap) -> Option<String> {
@@ -298,19 +351,24 @@ async fn submit_referral(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
+    let started = tokio::time::Instant::now();
     let caller = caller(&state, &headers, peer.as_deref())?;
     let Query(parameters) = parameters.map_err(query_error)?;
     let format = declared_format(&parameters, &headers)?;
+    if format == "csv" {
+        let batch = CsvBatch {
+            recipient: parameters.recipient,
+            mapping: parameters.mapping,
+            input: body_reader(&state, &headers, body, started)?,
+        };
+        return csv_batch(&state, caller, batch).await;
+    }
     let body = read_body(&state, &headers, body).await?;
     let submission = Submission {
-        format: format.clone(),
+        format,
         body,
         recipient: parameters.recipient,
-        mapping: parameters.mapping,
     };
-    if format == "csv" {
-        return csv_batch(&state, caller, submission).await;
-    }
     let answer = state.gateway.submit(&caller, submission).await?;
     let mut response = (StatusCode::ACCEPTED, axum::Json(&answer)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/referrals/{}", answer.referral_id)) {
@@ -325,18 +383,24 @@ async fn submit_referral(
 }
 
 /// A CSV batch, answered as a stream: `{"rows":[...],"accepted":N,"refused":M}`,
-/// each row written as soon as it is decided, so that neither the decoded file
-/// nor its answers are held in memory. An error of the whole file found
-/// before any row (its header, the mapping) is a problem like any other; one
-/// found later ends the stream with an `error` member holding the problem.
+/// each row written as soon as it is decided while the file is still being
+/// read. An error of the whole file found before any row (its header, the
+/// mapping) is a problem like any other; one found later ends the stream with
+/// an `error` member holding the problem.
+///
+/// The answers wait in memory only for a client that does not read them yet:
+/// one that reads the answer only after sending its whole file (many HTTP/1.1
+/// clients do) must not stop the reading of that file, or neither side would
+/// move. A client that reads while it sends holds the batch to a few hundred
+/// rows in memory, whatever the size of the file.
 async fn csv_batch(
     state: &AppState,
     caller: Organisation,
-    submission: Submission,
+    batch: CsvBatch,
 ) -> Result<Response, HttpError> {
-    let (sink, mut answers) = tokio::sync::mpsc::channel::<RowAnswer>(256);
+    let (sink, mut answers) = tokio::sync::mpsc::unbounded_channel::<RowAnswer>();
     let gateway = std::sync::Arc::clone(&state.gateway);
-    let batch = tokio::spawn(async move { gateway.submit_csv(&caller, submission, sink).await });
+    let batch = tokio::spawn(async move { gateway.submit_csv(&caller, batch, sink).await });
     let first = answers.recv().await;
     let batch = if first.is_none() {
         // No row at all: the batch's own outcome is the answer.
@@ -349,7 +413,7 @@ async fn csv_batch(
     };
     struct Progress {
         next: Option<RowAnswer>,
-        answers: tokio::sync::mpsc::Receiver<RowAnswer>,
+        answers: tokio::sync::mpsc::UnboundedReceiver<RowAnswer>,
         batch: Option<tokio::task::JoinHandle<Result<(), Error>>>,
         accepted: usize,
         refused: usize,

@@ -98,6 +98,8 @@ pub struct Options {
     pub environment: Vec<(String, String)>,
     /// The idle timeout (TLS handshake, request headers), in seconds.
     pub idle_timeout_seconds: u64,
+    /// The request timeout, in seconds.
+    pub request_timeout_seconds: u64,
     /// The most connections served at once.
     pub max_connections: usize,
     /// The most requests handled at once.
@@ -122,6 +124,7 @@ impl Default for Options {
             extra_toml: String::new(),
             environment: Vec::new(),
             idle_timeout_seconds: 30,
+            request_timeout_seconds: 30,
             max_connections: 1024,
             max_requests_in_flight: 128,
             config: None,
@@ -499,8 +502,9 @@ fn write_config(dir: &Path, pki: &Pki, options: &Options, store: &str) -> PathBu
         "plain_http = true\n"
     };
     let mut text = format!(
-        "[server]\nlisten = \"{listen}\"\n{plain}max_body_bytes = {}\nrequest_timeout_seconds = 30\nidle_timeout_seconds = {}\nmax_connections = {}\nmax_requests_in_flight = {}\nshutdown_grace_seconds = 20\nrate_limit = {{ requests_per_second = {}, burst = {} }}\n{transport}\n",
+        "[server]\nlisten = \"{listen}\"\n{plain}max_body_bytes = {}\nrequest_timeout_seconds = {}\nidle_timeout_seconds = {}\nmax_connections = {}\nmax_requests_in_flight = {}\nshutdown_grace_seconds = 20\nrate_limit = {{ requests_per_second = {}, burst = {} }}\n{transport}\n",
         options.max_body_bytes,
+        options.request_timeout_seconds,
         options.idle_timeout_seconds,
         options.max_connections,
         options.max_requests_in_flight,

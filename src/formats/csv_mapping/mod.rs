@@ -325,6 +325,14 @@ fn read_error(error: csv::Error, line: u64, row_limit: u64, what: &str) -> Error
                 column: None,
             }
         }
+        // The input's own refusal (an HTTP body over its size limit or past
+        // its deadline) is passed on as it is.
+        csv::ErrorKind::Io(source) if source.get_ref().is_some_and(|inner| inner.is::<Error>()) => {
+            match source.into_inner().map(|inner| inner.downcast::<Error>()) {
+                Some(Ok(error)) => *error,
+                _ => Error::Internal("a CSV input error changed its kind".to_owned()),
+            }
+        }
         csv::ErrorKind::Io(source) => Error::Io {
             context: "reading the CSV input".to_owned(),
             source,
