@@ -21,12 +21,17 @@ pub enum Store {
     Postgres(PgStore),
 }
 
-/// Hands a call to the implementation: `dispatch!(self, store => store.method(..))`.
+/// Hands a call to the implementation: `dispatch!(self, store => store.method(..).await)`.
+///
+/// The PostgreSQL call runs boxed. Its futures (sqlx's) take several
+/// kilobytes; unboxed, every call's future would be that large whichever the
+/// store, and each move of it (into its caller's future, into a task) a copy
+/// of that size. Boxed, a SQLite call's future is its own size.
 macro_rules! dispatch {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             Store::Sqlite($store) => $call,
-            Store::Postgres($store) => $call,
+            Store::Postgres($store) => Box::pin(async move { $call }).await,
         }
     };
 }
