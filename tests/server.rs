@@ -1090,6 +1090,21 @@ fn chunked_answer(raw: &[u8]) -> (u16, Value) {
     (status, serde_json::from_str(&body).expect("a JSON body"))
 }
 
+/// Reads a batch's answer to its end (after what `received` already holds)
+/// and checks that it is a 200; gives its size in bytes and its JSON body.
+async fn batch_answer(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    mut received: Vec<u8>,
+    seconds: u64,
+) -> (usize, Value) {
+    read_until(stream, &mut received, LAST_CHUNK, seconds)
+        .await
+        .expect("the whole answer");
+    let (status, body) = chunked_answer(&received);
+    assert_eq!(status, 200, "{body}");
+    (received.len(), body)
+}
+
 /// The file is read as its rows are decided: the first row is answered while
 /// the rest of the file has not been sent yet (a file read whole before its
 /// first row would leave this test waiting), and the batch ends once the rest
@@ -1117,11 +1132,7 @@ async fn a_csv_batch_is_answered_while_its_file_is_still_being_sent() {
     tokio::io::AsyncWriteExt::write_all(&mut stream, LAST_CHUNK)
         .await
         .expect("the last chunk");
-    read_until(&mut stream, &mut received, LAST_CHUNK, 30)
-        .await
-        .expect("the whole answer");
-    let (status, body) = chunked_answer(&received);
-    assert_eq!(status, 200);
+    let (_, body) = batch_answer(&mut stream, received, 30).await;
     let lines: Vec<u64> = body["rows"]
         .as_array()
         .expect("rows")
@@ -1164,15 +1175,10 @@ async fn a_client_that_reads_only_after_sending_its_file_gets_every_answer() {
     tokio::time::timeout(std::time::Duration::from_secs(120), sent)
         .await
         .expect("the whole file sent while its answer is not read");
-    let mut received = Vec::new();
-    read_until(&mut reading, &mut received, LAST_CHUNK, 120)
-        .await
-        .expect("the whole answer");
+    let (size, body) = batch_answer(&mut reading, Vec::new(), 120).await;
     // More than the connection's buffers hold: without a reader, the
     // gateway had to keep answers itself.
-    assert!(received.len() > 8 * 1024 * 1024, "{} bytes", received.len());
-    let (status, body) = chunked_answer(&received);
-    assert_eq!(status, 200);
+    assert!(size > 8 * 1024 * 1024, "{size} bytes");
     let rows = body["rows"].as_array().expect("rows");
     assert_eq!(rows.len(), ROWS, "every row answered");
     assert!(rows.iter().all(|row| row["status"] == json!(400)));
@@ -1197,12 +1203,7 @@ async fn a_streamed_csv_file_over_the_body_limit_ends_its_batch_with_413() {
     for block in rows.as_bytes()[..LIMIT + 1024].chunks(16 * 1024) {
         send_chunk(&mut stream, block).await;
     }
-    let mut received = Vec::new();
-    read_until(&mut stream, &mut received, LAST_CHUNK, 60)
-        .await
-        .expect("the whole answer");
-    let (status, body) = chunked_answer(&received);
-    assert_eq!(status, 200);
+    let (_, body) = batch_answer(&mut stream, Vec::new(), 60).await;
     let answered_rows = body["rows"].as_array().expect("rows").len();
     assert!(
         answered_rows > 0 && answered_rows < 1_000,
@@ -1228,12 +1229,8 @@ async fn a_csv_file_that_stops_arriving_ends_its_batch_with_a_timeout() {
     let (header, rows) = csv_rows(0..1);
     let mut stream = start_chunked_csv(&gateway).await;
     send_chunk(&mut stream, format!("{header}{rows}").as_bytes()).await;
-    let mut received = Vec::new();
-    read_until(&mut stream, &mut received, LAST_CHUNK, 30)
-        .await
-        .expect("the answer ends without the rest of the file");
-    let (status, body) = chunked_answer(&received);
-    assert_eq!(status, 200);
+    // The answer ends without the rest of the file.
+    let (_, body) = batch_answer(&mut stream, Vec::new(), 30).await;
     assert_eq!(body["rows"].as_array().expect("rows").len(), 1, "{body}");
     assert_eq!(body["error"]["status"], json!(408), "{body}");
     assert!(
