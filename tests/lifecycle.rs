@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use common::gateway::{
-    TestGateway, accepted_referral, bearer, consent, new_id, on_postgres, organisation, referral,
+    TestGateway, accepted_referral, bearer, consent, consent_event, new_id, on_postgres,
+    organisation, referral,
 };
 use passerelle::audit::{AuditEntry, AuditKind};
 use passerelle::config::{GatewayConfig, Organisation};
@@ -510,4 +511,47 @@ async fn an_event_checked_against_an_outdated_history_is_not_stored() {
         .map(|event| event.status.as_str())
         .collect();
     assert_eq!(history, ["STATUS_ACCEPTED"]);
+}
+
+/// A recipient that read a referral through the API and posted its receipt
+/// before any delivery attempt (it pulls, and has not pulled yet) holds it: a
+/// consent withdrawal is notified to it as one after a delivery would be.
+#[tokio::test]
+async fn a_withdrawal_reaches_a_recipient_that_acknowledged_the_referral_before_its_delivery() {
+    let gateway = TestGateway::start();
+    let (referral_id, record_id, _) = accepted_referral(&gateway).await;
+    let (status, body) = post(
+        &gateway,
+        FRANCE_TRAVAIL,
+        &event(&referral_id, FRANCE_TRAVAIL, "STATUS_RECEIVED"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let withdrawn = consent_event(
+        &gateway,
+        &record_id,
+        "CONSENT_EVENT_KIND_WITHDRAWN",
+        KONEXIO,
+    )
+    .await;
+    assert_eq!(withdrawn.status(), StatusCode::CREATED);
+    // France Travail pulls: the notice waits in its inbox.
+    let page: Value = gateway
+        .client()
+        .get(gateway.url("/v1/inbox?limit=10"))
+        .header("authorization", bearer(FRANCE_TRAVAIL))
+        .send()
+        .await
+        .expect("pull")
+        .json()
+        .await
+        .expect("JSON");
+    let notices: Vec<&Value> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|item| item["message"]["status"] == json!("STATUS_WITHDRAWN"))
+        .collect();
+    assert_eq!(notices.len(), 1, "{page}");
+    assert_eq!(notices[0]["message"]["referral_id"], json!(referral_id));
 }

@@ -269,9 +269,10 @@ impl SqliteStore {
     }
 
     /// The referrals under a consent record that their recipient may hold:
-    /// delivered, or offered at least once (a pulled message not yet
+    /// delivered, offered at least once (a pulled message not yet
     /// acknowledged, a push whose answer was lost), whatever became of the
-    /// offer since.
+    /// offer since, or one the recipient has posted a status event about (it
+    /// read the referral through the API before any delivery attempt).
     pub fn offered_under_consent(&self, record_id: &str) -> Result<Vec<String>, Error> {
         self.read(|connection| {
             let mut query = connection
@@ -280,7 +281,11 @@ impl SqliteStore {
                      WHERE consent_record_id = ?1 AND (
                          state = 'delivered' OR EXISTS (
                              SELECT 1 FROM outbox WHERE outbox.referral_row = referrals.referral_row
-                             AND outbox.kind = 'referral' AND outbox.attempts > 0))
+                             AND outbox.kind = 'referral' AND outbox.attempts > 0)
+                         OR EXISTS (
+                             SELECT 1 FROM status_events AS event
+                             WHERE event.referral_id = referrals.referral_id
+                             AND event.author = referrals.recipient))
                      ORDER BY accepted_at",
                 )
                 .map_err(storage("finding referrals under a consent record"))?;
