@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::gateway::{
-    Options, TestGateway, accepted_referral, bearer, consent_event, organisation, sample,
+    Options, TestGateway, accepted_referral, bearer, consent_event, organisation, pull_inbox,
+    sample,
 };
 use common::receiver::Receiver;
 use passerelle::delivery::grpc_push::receiver_v1::receiver_service_server::{
@@ -315,19 +316,7 @@ async fn status_events_reach_a_pulling_sender_and_are_offered_again_until_acknow
         "{}",
         posted.text().await.unwrap_or_default()
     );
-    let pull = || async {
-        let page: Value = gateway
-            .client()
-            .get(gateway.url("/v1/inbox?limit=10"))
-            .header("authorization", bearer(KONEXIO))
-            .send()
-            .await
-            .expect("pull")
-            .json()
-            .await
-            .expect("JSON");
-        page
-    };
+    let pull = || pull_inbox(&gateway, KONEXIO);
     let first = pull().await;
     let items = first["items"].as_array().expect("items");
     assert_eq!(items.len(), 1, "{first}");

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use common::gateway::{
     TestGateway, accepted_referral, bearer, consent, consent_event, new_id, on_postgres,
-    organisation, referral,
+    organisation, pull_inbox, referral,
 };
 use passerelle::audit::{AuditEntry, AuditKind};
 use passerelle::config::{GatewayConfig, Organisation};
@@ -536,16 +536,7 @@ async fn a_withdrawal_reaches_a_recipient_that_acknowledged_the_referral_before_
     .await;
     assert_eq!(withdrawn.status(), StatusCode::CREATED);
     // France Travail pulls: the notice waits in its inbox.
-    let page: Value = gateway
-        .client()
-        .get(gateway.url("/v1/inbox?limit=10"))
-        .header("authorization", bearer(FRANCE_TRAVAIL))
-        .send()
-        .await
-        .expect("pull")
-        .json()
-        .await
-        .expect("JSON");
+    let page = pull_inbox(&gateway, FRANCE_TRAVAIL).await;
     let notices: Vec<&Value> = page["items"]
         .as_array()
         .expect("items")

@@ -623,6 +623,20 @@ pub async fn accepted_referral(gateway: &TestGateway) -> (String, String, serde_
     (referral_id, record_id, answer)
 }
 
+/// One page (up to 10 messages) of `organisation`'s inbox, as it pulls it.
+pub async fn pull_inbox(gateway: &TestGateway, organisation: &str) -> serde_json::Value {
+    gateway
+        .client()
+        .get(gateway.url("/v1/inbox?limit=10"))
+        .header("authorization", bearer(organisation))
+        .send()
+        .await
+        .expect("pull")
+        .json()
+        .await
+        .expect("JSON")
+}
+
 /// Records a consent event (`CONSENT_EVENT_KIND_WITHDRAWN`, ...) on a record,
 /// now, as the organisation `by`; returns the answer.
 pub async fn consent_event(
