@@ -705,7 +705,8 @@ impl Gateway {
     }
 
     /// What `caller` may see of a referral: the sender everything, the
-    /// recipient the minimised copy (the read is audited); anyone else
+    /// recipient the minimised copy (the read is audited and marks the
+    /// referral as held by the recipient); anyone else
     /// [`Error::NotFound`], exactly as if it did not exist.
     pub async fn referral(
         &self,
@@ -717,7 +718,9 @@ impl Gateway {
             let entry = AuditEntry::new(AuditKind::ReferralRead)
                 .actor(&caller.id)
                 .referral(&stored.referral_id);
-            self.store.audit(entry).await?;
+            self.store
+                .record_recipient_read(stored.referral_id.clone(), entry)
+                .await?;
         }
         view(stored, role)
     }

@@ -536,7 +536,38 @@ async fn a_withdrawal_reaches_a_recipient_that_acknowledged_the_referral_before_
     .await;
     assert_eq!(withdrawn.status(), StatusCode::CREATED);
     // France Travail pulls: the notice waits in its inbox.
-    let page = pull_inbox(&gateway, FRANCE_TRAVAIL).await;
+    assert_one_withdrawal_notice(&gateway, &referral_id).await;
+}
+
+// A recipient that only read the referral through the API holds it as much as
+// one it was delivered to: its read is recorded, and a withdrawal reaches it.
+#[tokio::test]
+async fn a_withdrawal_reaches_a_recipient_that_only_read_the_referral_through_the_api() {
+    let gateway = TestGateway::start();
+    let (referral_id, record_id, _) = accepted_referral(&gateway).await;
+    let read = gateway
+        .client()
+        .get(gateway.url(&format!("/v1/referrals/{referral_id}")))
+        .header("authorization", bearer(FRANCE_TRAVAIL))
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(read.status(), StatusCode::OK);
+    let withdrawn = consent_event(
+        &gateway,
+        &record_id,
+        "CONSENT_EVENT_KIND_WITHDRAWN",
+        KONEXIO,
+    )
+    .await;
+    assert_eq!(withdrawn.status(), StatusCode::CREATED);
+    assert_one_withdrawal_notice(&gateway, &referral_id).await;
+}
+
+/// France Travail, which pulls, finds one withdrawal notice in its inbox, for
+/// `referral_id`.
+async fn assert_one_withdrawal_notice(gateway: &TestGateway, referral_id: &str) {
+    let page = pull_inbox(gateway, FRANCE_TRAVAIL).await;
     let notices: Vec<&Value> = page["items"]
         .as_array()
         .expect("items")

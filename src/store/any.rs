@@ -245,6 +245,14 @@ impl ReferralStore for Store {
         dispatch!(self, store => store.audit(entry).await)
     }
 
+    async fn record_recipient_read(
+        &self,
+        referral_id: String,
+        audit: AuditEntry,
+    ) -> Result<(), Error> {
+        dispatch!(self, store => store.record_recipient_read(referral_id, audit).await)
+    }
+
     async fn queue_depth(&self) -> Result<u64, Error> {
         dispatch!(self, store => store.queue_depth().await)
     }

@@ -252,8 +252,18 @@ pub trait ReferralStore: Send + Sync {
         open_statuses: Vec<String>,
     ) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
 
-    /// Appends one audit entry on its own (a read, a refusal).
+    /// Appends one audit entry on its own (a refusal, an operator's act).
     fn audit(&self, entry: AuditEntry) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Records that the referral's recipient read it through the API: appends
+    /// `audit` and marks the referral as held by its recipient, in one
+    /// transaction, so that a consent withdrawal reaches the recipient even
+    /// if no delivery was ever attempted (see `offered_under_consent`).
+    fn record_recipient_read(
+        &self,
+        referral_id: String,
+        audit: AuditEntry,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Messages queued and not yet delivered.
     fn queue_depth(&self) -> impl Future<Output = Result<u64, Error>> + Send;

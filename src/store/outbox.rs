@@ -271,8 +271,8 @@ impl SqliteStore {
     /// The referrals under a consent record that their recipient may hold:
     /// delivered, offered at least once (a pulled message not yet
     /// acknowledged, a push whose answer was lost), whatever became of the
-    /// offer since, or one the recipient has posted a status event about (it
-    /// read the referral through the API before any delivery attempt).
+    /// offer since, read by the recipient through the API, or one the
+    /// recipient has posted a status event about.
     pub fn offered_under_consent(&self, record_id: &str) -> Result<Vec<String>, Error> {
         self.read(|connection| {
             let mut query = connection
@@ -285,7 +285,10 @@ impl SqliteStore {
                          OR EXISTS (
                              SELECT 1 FROM status_events AS event
                              WHERE event.referral_id = referrals.referral_id
-                             AND event.author = referrals.recipient))
+                             AND event.author = referrals.recipient)
+                         OR EXISTS (
+                             SELECT 1 FROM recipient_reads
+                             WHERE recipient_reads.referral_row = referrals.referral_row))
                      ORDER BY accepted_at",
                 )
                 .map_err(storage("finding referrals under a consent record"))?;

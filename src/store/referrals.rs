@@ -69,6 +69,26 @@ impl ReferralStore for SqliteStore {
             .await
     }
 
+    async fn record_recipient_read(
+        &self,
+        referral_id: String,
+        audit: AuditEntry,
+    ) -> Result<(), Error> {
+        self.write(move |connection| {
+            let now = Utc::now();
+            connection
+                .prepare_cached(
+                    "INSERT INTO recipient_reads (referral_row, first_read_at)
+                     SELECT referral_row, ?2 FROM referrals WHERE referral_id = ?1
+                     ON CONFLICT (referral_row) DO NOTHING",
+                )
+                .and_then(|mut insert| insert.execute(params![referral_id, time(now)]))
+                .map_err(storage("recording a read by the recipient"))?;
+            audit::append(connection, now, &audit).map(|_| ())
+        })
+        .await
+    }
+
     async fn queue_depth(&self) -> Result<u64, Error> {
         self.read(|connection| {
             connection

@@ -128,6 +128,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0008_referral_states",
         include_str!("../../migrations/sqlite/0008_referral_states.sql"),
     ),
+    (
+        9,
+        "0009_recipient_reads",
+        include_str!("../../migrations/sqlite/0009_recipient_reads.sql"),
+    ),
 ];
 
 /// A store in one SQLite file.
@@ -1004,7 +1009,7 @@ mod tests {
                 rows.collect::<Result<_, _>>().map_err(storage("versions"))
             })
             .expect("read");
-        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
         let mode: String = store
             .read(|connection| {
                 connection
@@ -1340,6 +1345,52 @@ mod tests {
             })
             .await;
         assert!(refused.is_err(), "the store took an unknown state");
+        store.close().expect("close");
+    }
+
+    /// Migration 0009 marks the referrals an older store's audit log shows
+    /// their recipient read, once, at the first read; the sender's reads and
+    /// other entries mark nothing. A withdrawal then reaches the reader.
+    #[tokio::test]
+    async fn reads_audited_by_an_older_store_mark_their_referrals_as_held() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = directory.path().join("store.db");
+        let mut older = Connection::open(&path).expect("raw open");
+        configure_writer(&older).expect("configure");
+        migrate(&mut older, &MIGRATIONS[..8]).expect("migrations 1 to 8");
+        older
+            .execute_batch(
+                r#"INSERT INTO referrals (referral_row, referral_id, sender, recipient, fingerprint, input_format, referral, minimised, decision, consent_record_id, accepted_at)
+                   VALUES (1, 'r-1', 'konexio', 'france-travail', 'f1', 'canonical-v2', '{}', '{}', '{}', 'c-1', '2026-01-01T00:00:00.000000Z'),
+                          (2, 'r-2', 'konexio', 'france-travail', 'f2', 'canonical-v2', '{}', '{}', '{}', 'c-1', '2026-01-01T00:00:01.000000Z'),
+                          (3, 'r-3', 'konexio', 'france-travail', 'f3', 'canonical-v2', '{}', '{}', '{}', 'c-1', '2026-01-01T00:00:02.000000Z');
+                   INSERT INTO referral_states (referral_row, state) VALUES (1, 'queued'), (2, 'queued'), (3, 'queued');
+                   INSERT INTO audit_log (seq, at, entry, previous_hash, hash)
+                   VALUES (1, '2026-01-02T00:00:00Z', '{"actor":"france-travail","kind":"referral_read","referral_id":"r-1"}', 'p', 'h1'),
+                          (2, '2026-01-03T00:00:00Z', '{"actor":"france-travail","kind":"referral_read","referral_id":"r-1"}', 'h1', 'h2'),
+                          (3, '2026-01-04T00:00:00Z', '{"actor":"konexio","kind":"referral_read","referral_id":"r-2"}', 'h2', 'h3'),
+                          (4, '2026-01-05T00:00:00Z', '{"actor":"france-travail","kind":"referral_refused","referral_id":"r-3"}', 'h3', 'h4');"#,
+            )
+            .expect("rows of version 8");
+        drop(older);
+
+        let store = SqliteStore::open(&path).expect("migrate to 9");
+        let marks: Vec<(i64, String)> = store
+            .read(|connection| {
+                let mut query = connection
+                    .prepare("SELECT referral_row, first_read_at FROM recipient_reads ORDER BY referral_row")
+                    .map_err(storage("marks"))?;
+                let rows = query
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .map_err(storage("marks"))?;
+                rows.collect::<Result<_, _>>().map_err(storage("marks"))
+            })
+            .expect("marks");
+        assert_eq!(marks, vec![(1, "2026-01-02T00:00:00Z".to_owned())]);
+        assert_eq!(
+            store.offered_under_consent("c-1").expect("offered"),
+            vec!["r-1".to_owned()]
+        );
         store.close().expect("close");
     }
 

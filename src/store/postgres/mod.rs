@@ -57,6 +57,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "drop unused indexes",
         include_str!("../../../migrations/postgres/0003_drop_unused_indexes.sql"),
     ),
+    (
+        4,
+        "recipient reads",
+        include_str!("../../../migrations/postgres/0004_recipient_reads.sql"),
+    ),
 ];
 
 /// The most connections a replica opens.

@@ -228,8 +228,8 @@ impl PgStore {
     /// The referrals under a consent record that their recipient may hold:
     /// delivered, offered at least once (a pulled message not yet
     /// acknowledged, a push whose answer was lost), whatever became of the
-    /// offer since, or one the recipient has posted a status event about (it
-    /// read the referral through the API before any delivery attempt).
+    /// offer since, read by the recipient through the API, or one the
+    /// recipient has posted a status event about.
     pub async fn offered_under_consent(&self, record_id: &str) -> Result<Vec<String>, Error> {
         sqlx::query_scalar(
             "SELECT referral_id FROM referrals WHERE consent_record_id = $1 AND (
@@ -239,7 +239,10 @@ impl PgStore {
                  OR EXISTS (
                      SELECT 1 FROM status_events AS event
                      WHERE event.referral_id = referrals.referral_id
-                     AND event.author = referrals.recipient))
+                     AND event.author = referrals.recipient)
+                 OR EXISTS (
+                     SELECT 1 FROM recipient_reads
+                     WHERE recipient_reads.referral_id = referrals.referral_id))
              ORDER BY accepted_at",
         )
         .bind(record_id)

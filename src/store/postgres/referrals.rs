@@ -132,6 +132,33 @@ impl ReferralStore for PgStore {
         .map_err(storage("looking for stale referrals"))
     }
 
+    async fn record_recipient_read(
+        &self,
+        referral_id: String,
+        audit: AuditEntry,
+    ) -> Result<(), Error> {
+        let now = Utc::now();
+        let mut transaction = self
+            .pool()
+            .begin()
+            .await
+            .map_err(storage("starting a transaction"))?;
+        sqlx::query(
+            "INSERT INTO recipient_reads (referral_id, first_read_at) VALUES ($1, $2)
+             ON CONFLICT (referral_id) DO NOTHING",
+        )
+        .bind(&referral_id)
+        .bind(time(now))
+        .execute(&mut *transaction)
+        .await
+        .map_err(storage("recording a read by the recipient"))?;
+        audit::append(&mut transaction, now, &audit).await?;
+        transaction
+            .commit()
+            .await
+            .map_err(storage("committing a read by the recipient"))
+    }
+
     async fn audit(&self, entry: AuditEntry) -> Result<(), Error> {
         let mut transaction = self
             .pool()
