@@ -91,6 +91,28 @@ pub struct NewReferral {
     pub accepted_at: DateTime<Utc>,
 }
 
+impl NewReferral {
+    /// The referral as stored once it is accepted, `accepted_at` as the store
+    /// wrote it: moved, not copied, so that answering costs no copy of its
+    /// JSON.
+    fn into_stored(self, accepted_at: String) -> StoredReferral {
+        StoredReferral {
+            referral_id: self.referral_id,
+            sender: self.sender,
+            recipient: self.recipient,
+            fingerprint: self.fingerprint,
+            input_format: self.input_format,
+            referral: self.referral,
+            minimised: self.minimised,
+            decision: self.decision,
+            consent_record_id: self.consent_record_id,
+            state: "queued".to_owned(),
+            accepted_at,
+            events: Vec::new(),
+        }
+    }
+}
+
 /// A stored referral with its status events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredReferral {

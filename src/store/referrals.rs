@@ -23,7 +23,7 @@ impl ReferralStore for SqliteStore {
     ) -> Result<Accepted, Error> {
         // Rendered on the caller's task: the single writer only chains it.
         let audit = audit::render(referral.accepted_at, &audit)?;
-        self.write(move |connection| accept(connection, &referral, &audit, &replay_audit))
+        self.write(move |connection| accept(connection, referral, &audit, &replay_audit))
             .await
     }
 
@@ -106,7 +106,7 @@ fn time(at: DateTime<Utc>) -> String {
 
 fn accept(
     connection: &Connection,
-    referral: &NewReferral,
+    referral: NewReferral,
     audit: &audit::Rendered,
     replay_audit: &AuditEntry,
 ) -> Result<Accepted, Error> {
@@ -166,20 +166,7 @@ fn accept(
     )?;
     audit::append_rendered(connection, audit)?;
     // What was just written, without reading it back.
-    Ok(Accepted::New(StoredReferral {
-        referral_id: referral.referral_id.clone(),
-        sender: referral.sender.clone(),
-        recipient: referral.recipient.clone(),
-        fingerprint: referral.fingerprint.clone(),
-        input_format: referral.input_format.clone(),
-        referral: referral.referral.clone(),
-        minimised: referral.minimised.clone(),
-        decision: referral.decision.clone(),
-        consent_record_id: referral.consent_record_id.clone(),
-        state: "queued".to_owned(),
-        accepted_at: at,
-        events: Vec::new(),
-    }))
+    Ok(Accepted::New(referral.into_stored(at)))
 }
 
 fn record_event(

@@ -40,7 +40,7 @@ impl ReferralStore for PgStore {
             .begin()
             .await
             .map_err(storage("starting a transaction"))?;
-        let accepted = accept(&mut transaction, &referral, &audit, &replay_audit).await?;
+        let accepted = accept(&mut transaction, referral, &audit, &replay_audit).await?;
         transaction
             .commit()
             .await
@@ -183,7 +183,7 @@ impl ReferralStore for PgStore {
 
 async fn accept(
     connection: &mut PgConnection,
-    referral: &NewReferral,
+    referral: NewReferral,
     audit: &AuditEntry,
     replay_audit: &AuditEntry,
 ) -> Result<Accepted, Error> {
@@ -241,20 +241,8 @@ async fn accept(
     .await?;
     audit::append(connection, referral.accepted_at, audit).await?;
     // What was just written, without reading it back.
-    Ok(Accepted::New(StoredReferral {
-        referral_id: referral.referral_id.clone(),
-        sender: referral.sender.clone(),
-        recipient: referral.recipient.clone(),
-        fingerprint: referral.fingerprint.clone(),
-        input_format: referral.input_format.clone(),
-        referral: referral.referral.clone(),
-        minimised: referral.minimised.clone(),
-        decision: referral.decision.clone(),
-        consent_record_id: referral.consent_record_id.clone(),
-        state: "queued".to_owned(),
-        accepted_at: time(referral.accepted_at),
-        events: Vec::new(),
-    }))
+    let accepted_at = time(referral.accepted_at);
+    Ok(Accepted::New(referral.into_stored(accepted_at)))
 }
 
 async fn record_event(
