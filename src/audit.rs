@@ -671,24 +671,24 @@ fn export_line(row: &Row) -> Result<String, Error> {
     if fields.contains_key("previous_hash") || fields.contains_key("hash") {
         return Err(not_an_entry());
     }
-    let mut line = String::from("{");
-    write_member(&mut line, "seq", &seq);
-    line.push(',');
-    write_member(&mut line, "at", &at);
+    let mut line = vec![b'{'];
+    write_member(&mut line, "seq", &seq)?;
+    line.push(b',');
+    write_member(&mut line, "at", &at)?;
     for (key, value) in sorted(&fields) {
-        line.push(',');
-        write_member(&mut line, key, value);
+        line.push(b',');
+        write_member(&mut line, key, value)?;
     }
-    line.push(',');
+    line.push(b',');
     write_member(
         &mut line,
         "previous_hash",
         &Value::from(row.previous_hash.as_str()),
-    );
-    line.push(',');
-    write_member(&mut line, "hash", &Value::from(row.hash.as_str()));
-    line.push('}');
-    Ok(line)
+    )?;
+    line.push(b',');
+    write_member(&mut line, "hash", &Value::from(row.hash.as_str()))?;
+    line.push(b'}');
+    text(line)
 }
 
 /// One row of `audit_log`, as stored.
@@ -795,9 +795,8 @@ impl Walk<'_> {
                 format!("entry {seq} is not a JSON object"),
             );
         };
-        let mut canonical = String::new();
-        write_object(&mut canonical, &parsed);
-        if canonical != row.entry {
+        let mut canonical = Vec::new();
+        if write_object(&mut canonical, &parsed).is_err() || canonical != row.entry.as_bytes() {
             return broken(
                 seq,
                 Problem::Altered,
@@ -991,19 +990,23 @@ pub(crate) fn render(at: DateTime<Utc>, entry: &AuditEntry) -> Result<Rendered, 
     // `seq` goes where it sorts among the other keys.
     let (before, after) =
         members.split_at(members.partition_point(|(key, _)| key.as_str() < "seq"));
-    let mut head = String::from("{");
+    let mut head = vec![b'{'];
     for (key, value) in before {
-        write_member(&mut head, key, value);
-        head.push(',');
+        write_member(&mut head, key, value)?;
+        head.push(b',');
     }
-    head.push_str("\"seq\":");
-    let mut tail = String::new();
+    head.extend_from_slice(b"\"seq\":");
+    let mut tail = Vec::new();
     for (key, value) in after {
-        tail.push(',');
-        write_member(&mut tail, key, value);
+        tail.push(b',');
+        write_member(&mut tail, key, value)?;
     }
-    tail.push('}');
-    Ok(Rendered { at, head, tail })
+    tail.push(b'}');
+    Ok(Rendered {
+        at,
+        head: text(head)?,
+        tail: text(tail)?,
+    })
 }
 
 /// SHA-256 over `previous_hash` then `entry`, in lower-case hex.
@@ -1022,39 +1025,55 @@ fn sorted(fields: &Map<String, Value>) -> Vec<(&String, &Value)> {
     members
 }
 
-fn write_object(out: &mut String, fields: &Map<String, Value>) {
-    out.push('{');
+// The canonical text is written as bytes, each string and scalar straight
+// from serde_json's writer, and checked as UTF-8 once at the end.
+
+fn write_object(out: &mut Vec<u8>, fields: &Map<String, Value>) -> Result<(), Error> {
+    out.push(b'{');
     for (index, (key, value)) in sorted(fields).into_iter().enumerate() {
         if index > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        write_member(out, key, value);
+        write_member(out, key, value)?;
     }
-    out.push('}');
+    out.push(b'}');
+    Ok(())
 }
 
-fn write_member(out: &mut String, key: &str, value: &Value) {
-    write_value(out, &Value::from(key));
-    out.push(':');
-    write_value(out, value);
+fn write_member(out: &mut Vec<u8>, key: &str, value: &Value) -> Result<(), Error> {
+    write_scalar(out, key)?;
+    out.push(b':');
+    write_value(out, value)
 }
 
-fn write_value(out: &mut String, value: &Value) {
+fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), Error> {
     match value {
         Value::Object(fields) => write_object(out, fields),
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (index, item) in items.iter().enumerate() {
                 if index > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                write_value(out, item);
+                write_value(out, item)?;
             }
-            out.push(']');
+            out.push(b']');
+            Ok(())
         }
-        // Scalars in serde_json's compact form: the escaping Python's json.dumps also uses.
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => write_scalar(out, scalar),
     }
+}
+
+/// A string or a scalar in serde_json's compact form: the escaping Python's
+/// json.dumps also uses.
+fn write_scalar<T: Serialize + ?Sized>(out: &mut Vec<u8>, scalar: &T) -> Result<(), Error> {
+    serde_json::to_writer(&mut *out, scalar)
+        .map_err(|_| Error::Internal("audit: a value does not write as JSON".to_owned()))
+}
+
+fn text(bytes: Vec<u8>) -> Result<String, Error> {
+    String::from_utf8(bytes)
+        .map_err(|_| Error::Internal("audit: canonical JSON that is not UTF-8".to_owned()))
 }
 
 fn storage(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
