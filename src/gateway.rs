@@ -18,7 +18,7 @@ use crate::audit::{AuditEntry, AuditKind};
 use crate::config::{GatewayConfig, Organisation};
 use crate::consent::{self, ConsentEvent, ConsentEventKind, ConsentRecord, Purpose, RecordId};
 use crate::decision::{
-    self, Decision, Grant, LegalBasis, MinimisationReport, Refusal, RefusalReason,
+    self, Decision, Forward, Grant, LegalBasis, MinimisationReport, Refusal, RefusalReason,
 };
 use crate::error::{Error, Violation};
 use crate::formats::csv_mapping::{CsvFormat, Mapping};
@@ -60,6 +60,10 @@ const WITHDRAWAL_SOURCE: &str = "passerelle-consent-withdrawal";
 /// How many times a status event is checked against a history that keeps
 /// changing under it before the caller is asked to post again.
 const LIFECYCLE_ATTEMPTS: u32 = 3;
+
+/// How many times a referral is decided on a consent record that keeps
+/// changing before its commit, before the caller is asked to send it again.
+const DECISION_ATTEMPTS: u32 = 3;
 
 /// The gateway: configuration, store and metrics, shared by every request.
 #[derive(Debug)]
@@ -537,13 +541,70 @@ impl Gateway {
         referral.recipient.organisation =
             as_configured(&recipient.party, &referral.recipient.organisation);
         let now = Utc::now();
+        // The consent record is first taken as this gateway last read it,
+        // without a read of the store; the accept's transaction checks that it
+        // has not changed since. A refusal is only given on a fresh read, and
+        // a record that changed before the commit is read again and the
+        // referral decided again.
+        let mut fresh = false;
+        for _ in 0..DECISION_ATTEMPTS {
+            let record = self
+                .consent_for(&referral, format, now, fresh)
+                .instrument(info_span!("consent"))
+                .await?;
+            let decided = self.decide(caller, recipient, &referral, record.as_ref(), now);
+            let forward = match decided {
+                Decision::Refuse(_) if !fresh && record.is_some() => {
+                    fresh = true;
+                    continue;
+                }
+                Decision::Refuse(refusal) => {
+                    return Err(self
+                        .refused(
+                            caller,
+                            recipient,
+                            &referral_id,
+                            record.map(|record| record.record_id),
+                            refusal,
+                        )
+                        .await);
+                }
+                Decision::Forward(forward) => forward,
+            };
+            let consent_seen = record.map(|record| (record.record_id, record.events.len()));
+            match self
+                .accept(
+                    caller,
+                    recipient,
+                    format,
+                    &referral,
+                    forward,
+                    consent_seen,
+                    now,
+                )
+                .await?
+            {
+                Some(answer) => return Ok(answer),
+                None => fresh = true,
+            }
+        }
+        Err(Error::Conflict(format!(
+            "the consent record of referral {referral_id} changed while it was being decided; send it again"
+        )))
+    }
+
+    /// Decides whether the referral leaves for `recipient` and minimises it.
+    fn decide(
+        &self,
+        caller: &Organisation,
+        recipient: &Organisation,
+        referral: &v2::Referral,
+        record: Option<&ConsentRecord>,
+        now: DateTime<Utc>,
+    ) -> Decision {
         let purpose = Purpose::orientation();
-        let record = self
-            .consent_for(&referral, format, now)
-            .instrument(info_span!("consent"))
-            .await?;
         let policy = self.policy_for(recipient, MessageKind::Referral, purpose.as_str());
-        let decision = info_span!("minimise").in_scope(|| match policy {
+        info_span!("minimise").in_scope(|| match policy {
             None => Decision::Refuse(Refusal::new(
                 RefusalReason::PolicyNotApplicable,
                 format!(
@@ -553,34 +614,60 @@ impl Gateway {
                 ),
             )),
             Some(policy) => decision::decide(
-                &referral,
+                referral,
                 &caller.party,
                 &recipient.party,
                 &purpose,
-                record.as_ref(),
+                record,
                 policy,
                 &self.config.keys,
                 now,
             ),
-        });
-        let forward = match decision {
-            Decision::Refuse(refusal) => {
-                let mut entry = AuditEntry::new(AuditKind::ReferralRefused)
-                    .actor(&caller.id)
-                    .referral(&referral_id)
-                    .recipient(&recipient.id)
-                    .reason(refusal.reason.code());
-                if let Some(record) = &record {
-                    entry = entry.consent_record(record.record_id);
-                }
-                if let Some(policy) = policy {
-                    entry = entry.policy(policy.id(), policy.version());
-                }
-                self.store.audit(entry).await?;
-                return Err(Error::Refused(refusal));
-            }
-            Decision::Forward(forward) => forward,
-        };
+        })
+    }
+
+    /// Audits a refusal and gives the error that answers it.
+    async fn refused(
+        &self,
+        caller: &Organisation,
+        recipient: &Organisation,
+        referral_id: &str,
+        record_id: Option<RecordId>,
+        refusal: Refusal,
+    ) -> Error {
+        let mut entry = AuditEntry::new(AuditKind::ReferralRefused)
+            .actor(&caller.id)
+            .referral(referral_id)
+            .recipient(&recipient.id)
+            .reason(refusal.reason.code());
+        if let Some(record_id) = record_id {
+            entry = entry.consent_record(record_id);
+        }
+        let purpose = Purpose::orientation();
+        if let Some(policy) = self.policy_for(recipient, MessageKind::Referral, purpose.as_str()) {
+            entry = entry.policy(policy.id(), policy.version());
+        }
+        match self.store.audit(entry).await {
+            Ok(()) => Error::Refused(refusal),
+            Err(error) => error,
+        }
+    }
+
+    /// Stores a referral the decision forwards and queues it: `None` when its
+    /// consent record has changed since `consent_seen` was read, and the
+    /// referral is to be decided again.
+    #[allow(clippy::too_many_arguments)]
+    async fn accept(
+        &self,
+        caller: &Organisation,
+        recipient: &Organisation,
+        format: &str,
+        referral: &v2::Referral,
+        forward: Box<Forward>,
+        consent_seen: Option<(RecordId, usize)>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SubmitAnswer>, Error> {
+        let referral_id = referral.referral_id.to_string();
         let report = DecisionReport {
             policy_id: forward.report.policy_id.clone(),
             policy_version: forward.report.policy_version.clone(),
@@ -599,7 +686,7 @@ impl Gateway {
         let replayed = AuditEntry::new(AuditKind::ReferralReplayed)
             .actor(&caller.id)
             .referral(&referral_id);
-        let referral_json = to_json(&referral)?;
+        let referral_json = to_json(referral)?;
         let minimised = if minimisation_skipped_for_tests() {
             referral_json.clone()
         } else {
@@ -609,12 +696,13 @@ impl Gateway {
             referral_id: referral_id.clone(),
             sender: caller.id.clone(),
             recipient: recipient.id.clone(),
-            fingerprint: fingerprint_referral(&referral, &referral_json, format)?,
+            fingerprint: fingerprint_referral(referral, &referral_json, format)?,
             input_format: format.to_owned(),
             referral: referral_json,
             minimised,
             decision: to_json(&report)?,
             consent_record_id: Some(report.consent_record_id.clone()),
+            consent_seen,
             accepted_at: now,
         };
         let stored = self
@@ -625,10 +713,11 @@ impl Gateway {
         let (stored, replayed) = match stored {
             Accepted::New(stored) => (stored, false),
             Accepted::Replayed(stored) => (stored, true),
+            Accepted::ConsentChanged => return Ok(None),
         };
         self.wake_outbox();
 
-        Ok(SubmitAnswer {
+        Ok(Some(SubmitAnswer {
             referral_id,
             state: stored.state,
             replayed,
@@ -639,16 +728,19 @@ impl Gateway {
             } else {
                 report
             },
-        })
+        }))
     }
 
     /// The consent record a referral leaves under: the one it references, or
     /// for DORA the public-task record standing for its commitment (stored).
+    /// Unless `fresh`, a referenced record may be the copy this gateway read
+    /// last, without the events another process appended since.
     async fn consent_for(
         &self,
         referral: &v2::Referral,
         format: &str,
         now: DateTime<Utc>,
+        fresh: bool,
     ) -> Result<Option<ConsentRecord>, Error> {
         if format == "dora" {
             let record = consent::from_dora_commitment(referral, now);
@@ -663,7 +755,8 @@ impl Gateway {
             return Ok(None);
         };
         match RecordId::for_reference(reference) {
-            Ok(record_id) => self.store.record(record_id).await,
+            Ok(record_id) if fresh => self.store.record(record_id).await,
+            Ok(record_id) => self.store.recent_record(record_id).await,
             Err(_) => Ok(None),
         }
     }

@@ -15,11 +15,13 @@ use common::gateway::{
 };
 use passerelle::audit::{AuditEntry, AuditKind};
 use passerelle::config::{GatewayConfig, Organisation};
+use passerelle::consent::{ConsentEvent, ConsentEventKind, RecordId};
+use passerelle::decision::RefusalReason;
 use passerelle::error::Error;
 use passerelle::gateway::{GATEWAY_ACTOR, Gateway, Submission};
 use passerelle::policy::Policy;
 use passerelle::store::postgres::ScratchDatabase;
-use passerelle::store::{NewStatusEvent, ReferralStore, Store, StoreLocation};
+use passerelle::store::{ConsentStore, NewStatusEvent, ReferralStore, Store, StoreLocation};
 use passerelle::telemetry::Metrics;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -576,4 +578,68 @@ async fn assert_one_withdrawal_notice(gateway: &TestGateway, referral_id: &str) 
         .collect();
     assert_eq!(notices.len(), 1, "{page}");
     assert_eq!(notices[0]["message"]["referral_id"], json!(referral_id));
+}
+
+/// The gateway decides on a consent record as it last read it, and the
+/// accept's transaction checks that the record has not changed since: a
+/// withdrawal recorded by another process on the same store (`passerelle
+/// consent event`) refuses the next referral all the same, and nothing of
+/// that referral is stored.
+#[tokio::test]
+async fn a_withdrawal_recorded_by_another_process_refuses_the_next_referral() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let (gateway, _database) = library_gateway(folder.path()).await;
+    let konexio = member(&gateway, KONEXIO);
+    let record_id = new_id();
+    let body = serde_json::to_vec(&consent(&record_id)).expect("JSON");
+    gateway
+        .put_consent(konexio, &body)
+        .await
+        .expect("consent stored");
+    let send = |referral_id: &str| {
+        gateway.submit(
+            konexio,
+            Submission {
+                format: "passerelle-v2".to_owned(),
+                body: serde_json::to_vec(&referral(referral_id, &record_id)).expect("JSON"),
+                recipient: None,
+            },
+        )
+    };
+    send(&new_id())
+        .await
+        .expect("accepted while consent is given");
+
+    let other_process = Store::open(&gateway.config().store)
+        .await
+        .expect("a second store on the same database");
+    other_process
+        .append_event(
+            RecordId::parse(&record_id).expect("record id"),
+            ConsentEvent {
+                kind: ConsentEventKind::Withdrawn,
+                at: Utc::now(),
+                recorded_by: konexio.party.siret.clone(),
+            },
+        )
+        .await
+        .expect("withdrawal recorded");
+    other_process.close().await.expect("closed");
+
+    let refused = new_id();
+    let error = send(&refused)
+        .await
+        .expect_err("refused once consent is withdrawn");
+    assert!(
+        matches!(&error, Error::Refused(refusal) if refusal.reason == RefusalReason::ConsentWithdrawn),
+        "{error:?}"
+    );
+    assert!(
+        gateway
+            .store()
+            .referral(refused)
+            .await
+            .expect("read")
+            .is_none()
+    );
 }

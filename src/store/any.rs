@@ -104,6 +104,17 @@ impl Store {
         dispatch!(self, store => store.acknowledge(destination, message_id, now, audit).await)
     }
 
+    /// The consent record for a decision whose accept checks it has not
+    /// changed ([`super::NewReferral::consent_seen`]): on SQLite, the copy
+    /// last read (see [`SqliteStore::recent_record`]); on PostgreSQL, read
+    /// from the database.
+    pub async fn recent_record(&self, record_id: RecordId) -> Result<Option<ConsentRecord>, Error> {
+        match self {
+            Self::Sqlite(store) => store.recent_record(record_id).await,
+            Self::Postgres(store) => Box::pin(store.record(record_id)).await,
+        }
+    }
+
     /// See [`SqliteStore::offered_under_consent`].
     pub async fn offered_under_consent(&self, record_id: &str) -> Result<Vec<String>, Error> {
         match self {

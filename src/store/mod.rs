@@ -87,6 +87,12 @@ pub struct NewReferral {
     pub decision: String,
     /// The consent record it leaves under.
     pub consent_record_id: Option<String>,
+    /// The consent record the decision read and how many events it had then.
+    /// The SQLite store, which may answer a decision's read from its copy of
+    /// the record, accepts nothing ([`Accepted::ConsentChanged`]) once the
+    /// record has another count in the accept's transaction. PostgreSQL
+    /// decisions always read the record from the database.
+    pub consent_seen: Option<(RecordId, usize)>,
     /// When it was accepted.
     pub accepted_at: DateTime<Utc>,
 }
@@ -214,6 +220,9 @@ pub enum Accepted {
     New(StoredReferral),
     /// The same referral was already stored: nothing new was created.
     Replayed(StoredReferral),
+    /// Nothing was stored: the consent record changed since the decision read
+    /// it ([`NewReferral::consent_seen`]). The referral is to be decided again.
+    ConsentChanged,
 }
 
 /// What a write of an idempotent item did.

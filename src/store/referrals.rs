@@ -8,7 +8,7 @@ use crate::audit::{self, AuditEntry};
 use crate::consent::RecordId;
 use crate::error::Error;
 
-use super::sqlite::{SqliteStore, storage};
+use super::sqlite::{SqliteStore, event_count, storage};
 use super::{
     Accepted, NewReferral, NewStatusEvent, ReferralStore, Standing, StoredEvent, StoredReferral,
     Written,
@@ -110,6 +110,11 @@ fn accept(
     audit: &audit::Rendered,
     replay_audit: &AuditEntry,
 ) -> Result<Accepted, Error> {
+    if let Some((record_id, events)) = referral.consent_seen
+        && event_count(connection, record_id)? != Some(events)
+    {
+        return Ok(Accepted::ConsentChanged);
+    }
     let at = time(referral.accepted_at);
     // Inserted unless the id is taken: one lookup of the key, not two.
     let inserted = connection

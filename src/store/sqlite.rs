@@ -291,6 +291,25 @@ impl ConsentStore for SqliteStore {
 }
 
 impl SqliteStore {
+    /// The consent record as this store last read it, without a read
+    /// transaction: it may lack events appended since by another process
+    /// (`passerelle consent event` on the same file). For a decision whose
+    /// accept checks the count ([`NewReferral::consent_seen`](super::NewReferral)).
+    pub(crate) async fn recent_record(
+        &self,
+        record_id: RecordId,
+    ) -> Result<Option<ConsentRecord>, Error> {
+        let cached = self
+            .records
+            .lock()
+            .ok()
+            .and_then(|records| records.get(&record_id).cloned());
+        match cached {
+            Some(record) => Ok(Some(record)),
+            None => self.record(record_id).await,
+        }
+    }
+
     /// The consent record, read in the caller's read transaction: the
     /// decoded copy kept by the store while its events are all there is,
     /// else loaded (and kept).
@@ -689,7 +708,10 @@ fn insert_event(
 }
 
 /// How many events the record has, or `None` if it is not stored.
-fn event_count(connection: &Connection, record_id: RecordId) -> Result<Option<usize>, Error> {
+pub(super) fn event_count(
+    connection: &Connection,
+    record_id: RecordId,
+) -> Result<Option<usize>, Error> {
     connection
         .prepare_cached(
             "SELECT (SELECT count(*) FROM consent_events WHERE record_id = ?1)

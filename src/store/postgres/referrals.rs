@@ -461,6 +461,7 @@ mod tests {
             minimised: format!(r#"{{"referral_id":"{referral_id}"}}"#),
             decision: r#"{"policy":"france-travail-orientation@2026-11-1"}"#.to_owned(),
             consent_record_id: Some("0b7a2c1e-5d4f-4a3b-8c9d-0e1f2a3b4c5d".to_owned()),
+            consent_seen: None,
             accepted_at,
         }
     }
@@ -909,6 +910,7 @@ mod tests {
                     answers[number].push(stored);
                 }
                 Accepted::Replayed(stored) => answers[number].push(stored),
+                Accepted::ConsentChanged => panic!("no consent record is checked here"),
             }
         }
         assert_eq!(new, [1; REFERRALS]);
