@@ -5,8 +5,12 @@
 -- `response` when it loads the script, before any argument reaches `init`:
 --   BENCH_TEMPLATE      minified referral JSON whose referral_id is the string @ID@
 --   BENCH_PREFIX        8 hex digits naming this run, so ids never repeat across runs
---   BENCH_PACE_MS       if set, each connection waits this long before each request
---                       (paced load: rate ≈ connections × 1000 / (pace + latency))
+--   BENCH_THREAD_RATE   if set, requests per second this thread sends: each request
+--                       takes the next slot of a fixed schedule, 1000 / rate ms apart,
+--                       and its connection waits for that slot (a connection whose
+--                       answer came late finds its slot already passed and sends at
+--                       once, so the offered rate holds while the latency is below
+--                       connections / rate); without it, wrk's closed loop
 --   BENCH_ACCEPTED_LOG  if set, each thread appends "REFERRAL_ID UNIX_NANOSECONDS"
 --                       to BENCH_ACCEPTED_LOG.THREAD for every 202 it receives
 -- `done` prints one line, "BENCH-JSON {...}", with the counts and the latency
@@ -44,21 +48,29 @@ function request()
   return wrk.format(nil, nil, nil, before .. id .. after)
 end
 
-local pace = tonumber(os.getenv("BENCH_PACE_MS") or "")
-if pace and pace > 0 then
+local ffi = require("ffi")
+ffi.cdef[[
+  typedef struct { long seconds; long nanoseconds; } bench_timespec;
+  int clock_gettime(int clock, bench_timespec *time);
+]]
+local now = ffi.new("bench_timespec")
+
+local thread_rate = tonumber(os.getenv("BENCH_THREAD_RATE") or "")
+if thread_rate and thread_rate > 0 then
+  local interval_ms = 1000 / thread_rate
+  local next_slot_ms
   function delay()
-    return pace
+    ffi.C.clock_gettime(1, now) -- CLOCK_MONOTONIC
+    local now_ms = tonumber(now.seconds) * 1000 + tonumber(now.nanoseconds) / 1e6
+    next_slot_ms = (next_slot_ms or now_ms) + interval_ms
+    local wait = next_slot_ms - now_ms
+    if wait < 0 then return 0 end
+    return math.floor(wait + 0.5)
   end
 end
 
 accepted_path = os.getenv("BENCH_ACCEPTED_LOG")
 if accepted_path and accepted_path ~= "" then
-  local ffi = require("ffi")
-  ffi.cdef[[
-    typedef struct { long seconds; long nanoseconds; } bench_timespec;
-    int clock_gettime(int clock, bench_timespec *time);
-  ]]
-  local now = ffi.new("bench_timespec")
   local recorded = 0
   function response(status, headers, body)
     if status == 202 then
