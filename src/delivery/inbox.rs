@@ -80,7 +80,7 @@ pub async fn pull(
     for message in leased {
         cursor = cursor.max(message.seq);
         if message.kind == "referral"
-            && let Err(reason) = may_leave(gateway, &message.referral_id, now).await?
+            && let Err(reason) = may_leave(gateway, &message, now).await?
         {
             cancel(gateway, &message, reason, now).await?;
             continue;

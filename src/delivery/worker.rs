@@ -224,7 +224,7 @@ impl Worker {
             return Ok(());
         };
         if message.kind == MessageKind::Referral.as_str()
-            && let Err(reason) = may_leave(&self.gateway, &message.referral_id, now).await?
+            && let Err(reason) = may_leave(&self.gateway, message, now).await?
         {
             return cancel(&self.gateway, message, reason, now).await;
         }
@@ -379,12 +379,19 @@ pub fn backoff(attempts: u32, base: Duration, max: Duration) -> Duration {
 /// why not.
 pub async fn may_leave(
     gateway: &Gateway,
-    referral_id: &str,
+    message: &OutboxMessage,
     now: DateTime<Utc>,
 ) -> Result<Result<(), &'static str>, Error> {
     // Its consent record and statuses, not its content: this runs before
     // every attempt, and reads them together.
-    let Some(standing) = gateway.store().standing(referral_id.to_owned()).await? else {
+    let standing = gateway
+        .store()
+        .standing(
+            message.referral_id.clone(),
+            message.consent_record_id.clone(),
+        )
+        .await?;
+    let Some(standing) = standing else {
         return Ok(Err("referral-missing"));
     };
     // No record id, an id that is not one, or no such record stored.

@@ -232,8 +232,12 @@ impl ReferralStore for Store {
         dispatch!(self, store => store.referral(referral_id).await)
     }
 
-    async fn standing(&self, referral_id: String) -> Result<Option<Standing>, Error> {
-        dispatch!(self, store => store.standing(referral_id).await)
+    async fn standing(
+        &self,
+        referral_id: String,
+        consent_record_id: Option<String>,
+    ) -> Result<Option<Standing>, Error> {
+        dispatch!(self, store => store.standing(referral_id, consent_record_id).await)
     }
 
     async fn record_status_event(

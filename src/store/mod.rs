@@ -257,10 +257,13 @@ pub trait ReferralStore: Send + Sync {
 
     /// The referral's consent record and statuses, if stored: what delivery
     /// checks before each attempt, read without the referral's content (on
-    /// SQLite, in one read transaction).
+    /// SQLite, in one read transaction). `consent_record_id`, read with the
+    /// referral's outbox message ([`OutboxMessage::consent_record_id`]), spares
+    /// reading the referral's row: the referral is then taken to be stored.
     fn standing(
         &self,
         referral_id: String,
+        consent_record_id: Option<String>,
     ) -> impl Future<Output = Result<Option<Standing>, Error>> + Send;
 
     /// Stores a status event, queues its forwards and appends `audit`, in one

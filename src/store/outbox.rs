@@ -46,6 +46,11 @@ pub struct OutboxMessage {
     pub created_at: String,
     /// When it last changed.
     pub updated_at: String,
+    /// For a referral's message, the consent record its referral was accepted
+    /// under, read with the message: the check before each attempt then reads
+    /// no referral row ([`ReferralStore::standing`](super::ReferralStore::standing)).
+    #[serde(skip)]
+    pub consent_record_id: Option<String>,
 }
 
 /// What became of an attempt.
@@ -76,7 +81,8 @@ pub enum Outcome {
 /// minimised copy (migration 0006).
 const COLUMNS: &str = "seq, message_id, kind, referral_id, destination,
     COALESCE(payload, (SELECT minimised FROM referrals WHERE referrals.referral_row = outbox.referral_row)),
-    state, attempts, next_attempt_at, lease_until, last_error, created_at, updated_at";
+    state, attempts, next_attempt_at, lease_until, last_error, created_at, updated_at,
+    (SELECT consent_record_id FROM referrals WHERE referrals.referral_row = outbox.referral_row)";
 
 /// The seq of the message whose id is `?1`, as a subquery. No index holds
 /// every message id (migration 0007): a referral's message is found through
@@ -102,6 +108,7 @@ fn message(row: &Row<'_>) -> rusqlite::Result<OutboxMessage> {
         last_error: row.get(10)?,
         created_at: row.get(11)?,
         updated_at: row.get(12)?,
+        consent_record_id: row.get(13)?,
     })
 }
 
@@ -647,6 +654,57 @@ mod tests {
                 reprepared.1
             );
         }
+    }
+
+    /// A referral's message is claimed, or leased to a pulling inbox, with
+    /// the consent record its referral was accepted under: the check before
+    /// each attempt reads no referral row.
+    #[tokio::test]
+    async fn a_referral_message_comes_with_its_consent_record_id() {
+        use crate::audit::{AuditEntry, AuditKind};
+        use crate::store::{NewReferral, ReferralStore};
+
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let store = SqliteStore::open(directory.path().join("store.db")).expect("open");
+        let accepted_at = Utc::now() - chrono::Duration::seconds(1);
+        for (referral_id, destination) in [("r-pushed", "pushed"), ("r-pulled", "pulled")] {
+            let referral = NewReferral {
+                referral_id: referral_id.to_owned(),
+                sender: "konexio".to_owned(),
+                recipient: destination.to_owned(),
+                fingerprint: "f".to_owned(),
+                input_format: "passerelle-v2".to_owned(),
+                referral: "{}".to_owned(),
+                minimised: "{}".to_owned(),
+                decision: "{}".to_owned(),
+                consent_record_id: Some(format!("record-of-{referral_id}")),
+                consent_seen: None,
+                accepted_at,
+            };
+            let audit = AuditEntry::new(AuditKind::ReferralAccepted).referral(referral_id);
+            let replay = AuditEntry::new(AuditKind::ReferralReplayed).referral(referral_id);
+            store
+                .accept_referral(referral, audit, replay)
+                .await
+                .expect("accepted");
+        }
+        let now = Utc::now();
+        let claimed = store
+            .claim_due(vec!["pushed".to_owned()], now, now, 10)
+            .await
+            .expect("claim");
+        let leased = store
+            .lease_inbox("pulled".to_owned(), 0, 10, now, now)
+            .await
+            .expect("lease");
+        let consent = |messages: &[OutboxMessage]| {
+            messages
+                .iter()
+                .map(|message| message.consent_record_id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(consent(&claimed), [Some("record-of-r-pushed".to_owned())]);
+        assert_eq!(consent(&leased), [Some("record-of-r-pulled".to_owned())]);
     }
 
     #[test]

@@ -31,9 +31,13 @@ impl ReferralStore for SqliteStore {
         self.read(|connection| load(connection, &referral_id))
     }
 
-    async fn standing(&self, referral_id: String) -> Result<Option<Standing>, Error> {
+    async fn standing(
+        &self,
+        referral_id: String,
+        consent_record_id: Option<String>,
+    ) -> Result<Option<Standing>, Error> {
         self.read(|connection| {
-            let Some(mut standing) = standing(connection, &referral_id)? else {
+            let Some(mut standing) = standing(connection, &referral_id, consent_record_id)? else {
                 return Ok(None);
             };
             if let Some(Ok(record_id)) = standing.consent_record_id.as_deref().map(RecordId::parse)
@@ -243,13 +247,25 @@ fn record_event(
     Ok(Written::Written)
 }
 
-fn standing(connection: &Connection, referral_id: &str) -> Result<Option<Standing>, Error> {
-    let consent_record_id: Option<Option<String>> = connection
-        .prepare_cached("SELECT consent_record_id FROM referrals WHERE referral_id = ?1")
-        .and_then(|mut query| query.query_row([referral_id], |row| row.get(0)).optional())
-        .map_err(storage("reading a referral"))?;
-    let Some(consent_record_id) = consent_record_id else {
-        return Ok(None);
+fn standing(
+    connection: &Connection,
+    referral_id: &str,
+    known_consent_record_id: Option<String>,
+) -> Result<Option<Standing>, Error> {
+    // The consent record id is at the end of a row of several kilobytes, on
+    // its overflow page: read only when the caller does not know it.
+    let consent_record_id = match known_consent_record_id {
+        Some(record_id) => Some(record_id),
+        None => {
+            let stored: Option<Option<String>> = connection
+                .prepare_cached("SELECT consent_record_id FROM referrals WHERE referral_id = ?1")
+                .and_then(|mut query| query.query_row([referral_id], |row| row.get(0)).optional())
+                .map_err(storage("reading a referral"))?;
+            let Some(consent_record_id) = stored else {
+                return Ok(None);
+            };
+            consent_record_id
+        }
     };
     let mut query = connection
         .prepare_cached(

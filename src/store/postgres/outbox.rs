@@ -23,7 +23,9 @@ use super::{PgStore, storage, time};
 macro_rules! columns {
     () => {
         "seq, message_id, kind, referral_id, destination, payload, state, attempts, \
-         next_attempt_at, lease_until, last_error, created_at, updated_at"
+         next_attempt_at, lease_until, last_error, created_at, updated_at, \
+         (SELECT consent_record_id FROM referrals \
+          WHERE referrals.referral_id = outbox.referral_id AND outbox.kind = 'referral')"
     };
 }
 
@@ -48,6 +50,7 @@ fn message(row: &PgRow) -> Result<OutboxMessage, sqlx::Error> {
         last_error: row.try_get(10)?,
         created_at: time(created_at),
         updated_at: time(updated_at),
+        consent_record_id: row.try_get(13)?,
     })
 }
 
@@ -635,6 +638,29 @@ mod tests {
             .iter()
             .map(|message| message.message_id.as_str())
             .collect()
+    }
+
+    /// A referral's message is claimed with the consent record its referral
+    /// was accepted under: the check before each attempt reads no referral.
+    #[tokio::test]
+    async fn a_claimed_referral_message_comes_with_its_consent_record_id() {
+        let scratch = ScratchDatabase::create()
+            .await
+            .expect("PostgreSQL for tests");
+        let store = connect(&scratch).await;
+        let mut connection = store.pool().acquire().await.expect("a connection");
+        queue_on(&mut connection, PUSHED, Some("record-1"), january(1)).await;
+        drop(connection);
+        let now = january(5);
+        let claimed = store
+            .claim_due(vec![PUSHED.to_owned()], now, now, 10)
+            .await
+            .expect("claim");
+        let consent: Vec<Option<&str>> = claimed
+            .iter()
+            .map(|message| message.consent_record_id.as_deref())
+            .collect();
+        assert_eq!(consent, [Some("record-1")]);
     }
 
     #[tokio::test]

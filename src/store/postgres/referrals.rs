@@ -57,20 +57,31 @@ impl ReferralStore for PgStore {
         load(&mut connection, &referral_id).await
     }
 
-    async fn standing(&self, referral_id: String) -> Result<Option<Standing>, Error> {
+    async fn standing(
+        &self,
+        referral_id: String,
+        consent_record_id: Option<String>,
+    ) -> Result<Option<Standing>, Error> {
         let mut connection = self
             .pool()
             .acquire()
             .await
             .map_err(storage("taking a connection"))?;
-        let consent_record_id: Option<Option<String>> =
-            sqlx::query_scalar("SELECT consent_record_id FROM referrals WHERE referral_id = $1")
+        let consent_record_id = match consent_record_id {
+            Some(record_id) => Some(record_id),
+            None => {
+                let stored: Option<Option<String>> = sqlx::query_scalar(
+                    "SELECT consent_record_id FROM referrals WHERE referral_id = $1",
+                )
                 .bind(&referral_id)
                 .fetch_optional(&mut *connection)
                 .await
                 .map_err(storage("reading a referral"))?;
-        let Some(consent_record_id) = consent_record_id else {
-            return Ok(None);
+                let Some(consent_record_id) = stored else {
+                    return Ok(None);
+                };
+                consent_record_id
+            }
         };
         let statuses = sqlx::query_scalar(
             r#"SELECT status FROM status_events
@@ -734,11 +745,19 @@ mod tests {
         assert_eq!(stored.events[0].status, "STATUS_ACCEPTED");
         // What delivery checks: the same consent record and statuses, in order.
         let standing = store
-            .standing(id.to_owned())
+            .standing(id.to_owned(), None)
             .await
             .expect("standing")
             .expect("present");
         assert_eq!(standing.consent_record_id, stored.consent_record_id);
+        // The same when the consent record id comes with the outbox message.
+        assert_eq!(
+            store
+                .standing(id.to_owned(), stored.consent_record_id.clone())
+                .await
+                .expect("standing"),
+            Some(standing.clone())
+        );
         // The id names no stored record here: delivery reads that as no consent.
         assert_eq!(standing.consent_record, None);
         let statuses: Vec<String> = stored
@@ -748,7 +767,10 @@ mod tests {
             .collect();
         assert_eq!(standing.statuses, statuses);
         assert_eq!(
-            store.standing("absent".to_owned()).await.expect("standing"),
+            store
+                .standing("absent".to_owned(), None)
+                .await
+                .expect("standing"),
             None
         );
         let forwarded: Vec<(String, String)> = queued(&store, id)
