@@ -421,7 +421,7 @@ impl Default for DeliveryDefaultsFile {
             max_delay_seconds: 3600,
             lease_seconds: 60,
             batch: 64,
-            concurrency: 16,
+            concurrency: 64,
             expiry_days: 30,
             expiry_check_seconds: 3600,
         }
