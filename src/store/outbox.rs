@@ -236,6 +236,8 @@ impl SqliteStore {
         now: DateTime<Utc>,
         audit: AuditEntry,
     ) -> Result<bool, Error> {
+        // Rendered on the caller's task: the single writer only chains it.
+        let audit = audit::render(now, &audit)?;
         self.write(move |connection| complete(connection, &message_id, &outcome, now, &audit))
             .await
     }
@@ -250,6 +252,7 @@ impl SqliteStore {
         now: DateTime<Utc>,
         audit: AuditEntry,
     ) -> Result<(), Error> {
+        let audit = audit::render(now, &audit)?;
         self.write(move |connection| {
             let found: Option<String> = connection
                 .prepare_cached(&format!(
@@ -499,7 +502,7 @@ fn complete(
     message_id: &str,
     outcome: &Outcome,
     now: DateTime<Utc>,
-    audit: &AuditEntry,
+    audit: &audit::Rendered,
 ) -> Result<bool, Error> {
     let queued: Option<(i64, Option<i64>)> = connection
         .prepare_cached(&queued_message_sql())
@@ -538,7 +541,7 @@ fn complete(
             set_referral_state(connection, referral_row, referral_state)?;
         }
     }
-    audit::append(connection, now, audit)?;
+    audit::append_rendered(connection, audit)?;
     Ok(true)
 }
 
