@@ -489,37 +489,32 @@ async fn complete(
     now: DateTime<Utc>,
     audit: &AuditEntry,
 ) -> Result<bool, Error> {
-    // Locked: a concurrent outcome for the same message (an acknowledgement
-    // racing a lease's end) waits, then finds it no longer queued.
-    let found: Option<(String, String)> = sqlx::query_as(
-        "SELECT referral_id, kind FROM outbox WHERE message_id = $1 AND state = 'queued'
-         FOR UPDATE",
-    )
-    .bind(message_id)
-    .fetch_optional(&mut *connection)
-    .await
-    .map_err(storage("reading a message"))?;
-    let Some((referral_id, kind)) = found else {
-        return Ok(false);
-    };
     let (state, next, error) = match outcome {
         Outcome::Delivered => ("delivered", now, None),
         Outcome::Retry { at, error } => ("queued", *at, Some(error.as_str())),
         Outcome::Dead { error } => ("dead", now, Some(error.as_str())),
         Outcome::Cancelled { reason } => ("cancelled", now, Some(reason.as_str())),
     };
-    sqlx::query(
+    // Found and updated in one statement. A concurrent outcome for the same
+    // message (an acknowledgement racing a lease's end) holds the row's lock:
+    // this one waits, then finds it no longer queued and changes nothing.
+    let found: Option<(String, String)> = sqlx::query_as(
         "UPDATE outbox SET state = $2, next_attempt_at = $3, lease_until = NULL,
-         last_error = COALESCE($4, last_error), updated_at = $5 WHERE message_id = $1",
+         last_error = COALESCE($4, last_error), updated_at = $5
+         WHERE message_id = $1 AND state = 'queued'
+         RETURNING referral_id, kind",
     )
     .bind(message_id)
     .bind(state)
     .bind(next)
     .bind(error)
     .bind(now)
-    .execute(&mut *connection)
+    .fetch_optional(&mut *connection)
     .await
     .map_err(storage("recording an attempt"))?;
+    let Some((referral_id, kind)) = found else {
+        return Ok(false);
+    };
     if kind == "referral" {
         let referral_state = match outcome {
             Outcome::Delivered => Some("delivered"),
