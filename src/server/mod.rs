@@ -44,31 +44,42 @@ use crate::gateway::Gateway;
 
 use self::auth::{Authenticator, PeerIdentity};
 
-/// What every request handler shares.
+/// What every request handler shares. Cloned for each request by the router,
+/// its middleware and its handler: one reference count, not one per part.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     /// The pipeline.
     pub gateway: Arc<Gateway>,
     /// Authentication and rate limits.
     pub auth: Arc<Authenticator>,
     /// Permits for requests in flight (`server.max_requests_in_flight`).
-    in_flight: Arc<Semaphore>,
-    shutting_down: Arc<AtomicBool>,
+    in_flight: Semaphore,
+    shutting_down: AtomicBool,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
     /// State over a gateway.
     pub fn new(gateway: Arc<Gateway>) -> Self {
         let auth = Arc::new(Authenticator::new(&gateway.config().server));
-        let in_flight = Arc::new(Semaphore::new(
-            gateway.config().server.max_requests_in_flight,
-        ));
-        Self {
+        let in_flight = Semaphore::new(gateway.config().server.max_requests_in_flight);
+        Self(Arc::new(Shared {
             gateway,
             auth,
             in_flight,
-            shutting_down: Arc::new(AtomicBool::new(false)),
-        }
+            shutting_down: AtomicBool::new(false),
+        }))
     }
 
     /// Whether shutdown has begun (`/readyz` then answers 503).
