@@ -3,7 +3,8 @@
 use clap::Parser;
 
 /// mimalloc: the store's writer thread frees what request threads allocate,
-/// which makes glibc's allocator contend on its arena locks under load.
+/// which makes glibc's allocator contend on its arena locks under load. Built
+/// without transparent huge pages (Cargo.toml): they inflate resident memory.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
