@@ -647,7 +647,10 @@ mod tests {
                         let mut rows = statement.query(values).map_err(storage("running"))?;
                         while rows.next().map_err(storage("running"))?.is_some() {}
                     }
-                    Ok((statement.get_status(StatementStatus::RePrepare), sql))
+                    Ok((
+                        statement.get_status(StatementStatus::RePrepare),
+                        sql.clone(),
+                    ))
                 })
                 .await
                 .expect("statement runs");

@@ -1,6 +1,8 @@
 //! Accepted referrals and their status events in the SQLite store. Each write
 //! commits the row, its outbox message and its audit entry together.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -23,8 +25,20 @@ impl ReferralStore for SqliteStore {
     ) -> Result<Accepted, Error> {
         // Rendered on the caller's task: the single writer only chains it.
         let audit = audit::render(referral.accepted_at, &audit)?;
-        self.write(move |connection| accept(connection, referral, &audit, &replay_audit))
-            .await
+        // The job borrows the referral (it may run twice, see `write`); the
+        // writer lets go of it before answering, so it is moved, not copied,
+        // into what is answered.
+        let referral = Arc::new(referral);
+        let borrowed = Arc::clone(&referral);
+        let accepted = self
+            .write(move |connection| accept(connection, &borrowed, &audit, &replay_audit))
+            .await?;
+        Ok(match accepted {
+            Accept::Inserted { accepted_at } => {
+                Accepted::New(Arc::unwrap_or_clone(referral).into_stored(accepted_at))
+            }
+            Accept::Other(accepted) => *accepted,
+        })
     }
 
     async fn referral(&self, referral_id: String) -> Result<Option<StoredReferral>, Error> {
@@ -108,16 +122,22 @@ fn time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// What the accept job did: stored the referral at `accepted_at`, or not.
+enum Accept {
+    Inserted { accepted_at: String },
+    Other(Box<Accepted>),
+}
+
 fn accept(
     connection: &Connection,
-    referral: NewReferral,
+    referral: &NewReferral,
     audit: &audit::Rendered,
     replay_audit: &AuditEntry,
-) -> Result<Accepted, Error> {
+) -> Result<Accept, Error> {
     if let Some((record_id, events)) = referral.consent_seen
         && event_count(connection, record_id)? != Some(events)
     {
-        return Ok(Accepted::ConsentChanged);
+        return Ok(Accept::Other(Box::new(Accepted::ConsentChanged)));
     }
     let at = time(referral.accepted_at);
     // Inserted unless the id is taken: one lookup of the key, not two.
@@ -151,7 +171,7 @@ fn accept(
         // without saying whose referral holds the id.
         if stored.sender == referral.sender && stored.fingerprint == referral.fingerprint {
             audit::append(connection, referral.accepted_at, replay_audit)?;
-            return Ok(Accepted::Replayed(stored));
+            return Ok(Accept::Other(Box::new(Accepted::Replayed(stored))));
         }
         return Err(Error::IdempotencyKeyReused(format!(
             "referral id {} was already used with other content; a new referral needs a new id",
@@ -175,7 +195,7 @@ fn accept(
     )?;
     audit::append_rendered(connection, audit)?;
     // What was just written, without reading it back.
-    Ok(Accepted::New(referral.into_stored(at)))
+    Ok(Accept::Inserted { accepted_at: at })
 }
 
 fn record_event(
