@@ -860,21 +860,7 @@ mod tests {
     async fn jobs_queued_behind_a_busy_writer_share_one_commit() {
         let directory = tempfile::tempdir().expect("temporary directory");
         let store = Arc::new(SqliteStore::open(directory.path().join("store.db")).expect("open"));
-        let (started, wait_started) = std::sync::mpsc::channel();
-        let (release, wait_release) = std::sync::mpsc::channel::<()>();
-        let blocker = {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move {
-                store
-                    .write(move |_| {
-                        let _ = started.send(());
-                        let _ = wait_release.recv();
-                        Ok(())
-                    })
-                    .await
-            })
-        };
-        wait_started.recv().expect("the blocker runs");
+        let (release, blocker) = hold_writer(&store).await;
         let before = store.commits();
         let writes: Vec<_> = (0..100_i64)
             .map(|number| {
@@ -918,15 +904,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_job_does_not_spoil_its_batch() {
         let directory = tempfile::tempdir().expect("temporary directory");
-        let store = SqliteStore::open(directory.path().join("store.db")).expect("open");
-        store
-            .write(|connection| {
-                connection
-                    .execute_batch("CREATE TABLE probe (n INTEGER) STRICT")
-                    .map_err(storage("probe"))
-            })
-            .await
-            .expect("table");
+        let store = probe_store(&directory.path().join("store.db")).await;
         let failing = store.write(|connection| {
             connection
                 .execute("INSERT INTO probe VALUES (1)", [])
@@ -941,18 +919,7 @@ mod tests {
         let (failing, succeeding) = tokio::join!(failing, succeeding);
         assert!(matches!(failing, Err(Error::Conflict(_))));
         assert_eq!(succeeding.expect("commits"), 1);
-        let values: Vec<i64> = store
-            .read(|connection| {
-                let mut query = connection
-                    .prepare("SELECT n FROM probe ORDER BY n")
-                    .map_err(storage("probe"))?;
-                let rows = query
-                    .query_map([], |row| row.get(0))
-                    .map_err(storage("probe"))?;
-                rows.collect::<Result<_, _>>().map_err(storage("probe"))
-            })
-            .expect("read");
-        assert_eq!(values, vec![2]);
+        assert_eq!(probe_values(&store), vec![2]);
         store.close().expect("closes");
     }
 
@@ -986,8 +953,8 @@ mod tests {
     }
 
     /// A store with an empty table `probe`.
-    async fn probe_store(path: &Path) -> Arc<SqliteStore> {
-        let store = Arc::new(SqliteStore::open(path).expect("open"));
+    async fn probe_store(path: &Path) -> SqliteStore {
+        let store = SqliteStore::open(path).expect("open");
         store
             .write(|connection| {
                 connection
@@ -1034,7 +1001,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn jobs_failing_after_writing_are_undone_alone_in_a_shared_batch() {
         let directory = tempfile::tempdir().expect("temporary directory");
-        let store = probe_store(&directory.path().join("store.db")).await;
+        let store = Arc::new(probe_store(&directory.path().join("store.db")).await);
         let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (release, blocker) = hold_writer(&store).await;
         let before = store.commits();
@@ -1093,7 +1060,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refusal_before_writing_runs_no_job_twice() {
         let directory = tempfile::tempdir().expect("temporary directory");
-        let store = probe_store(&directory.path().join("store.db")).await;
+        let store = Arc::new(probe_store(&directory.path().join("store.db")).await);
         let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (release, blocker) = hold_writer(&store).await;
         let first = {
