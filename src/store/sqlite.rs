@@ -954,15 +954,20 @@ mod tests {
 
     /// A store with an empty table `probe`.
     async fn probe_store(path: &Path) -> SqliteStore {
+        store_with(path, "CREATE TABLE probe (n INTEGER) STRICT").await
+    }
+
+    /// A store with the tables of `schema` besides its own.
+    async fn store_with(path: &Path, schema: &'static str) -> SqliteStore {
         let store = SqliteStore::open(path).expect("open");
         store
-            .write(|connection| {
+            .write(move |connection| {
                 connection
-                    .execute_batch("CREATE TABLE probe (n INTEGER) STRICT")
-                    .map_err(storage("probe"))
+                    .execute_batch(schema)
+                    .map_err(storage("a test table"))
             })
             .await
-            .expect("table");
+            .expect("a test table");
         store
     }
 
@@ -1120,16 +1125,7 @@ mod tests {
 
     /// A store with an empty table for rows of 16,000 characters.
     async fn filler_store(path: &Path) -> SqliteStore {
-        let store = SqliteStore::open(path).expect("open");
-        store
-            .write(|connection| {
-                connection
-                    .execute_batch("CREATE TABLE filler (text TEXT NOT NULL)")
-                    .map_err(storage("filler"))
-            })
-            .await
-            .expect("a table");
-        store
+        store_with(path, "CREATE TABLE filler (text TEXT NOT NULL)").await
     }
 
     /// Commits `count` rows of 16,000 characters, one per commit.
